@@ -1,0 +1,94 @@
+"""Packaging contract: one distribution, three extras, and a sidecar that stays lean.
+
+``llmroute[sidecar]`` must not pull kopf or the Kubernetes client, neither through its declared
+dependencies (walked transitively through the installed distributions' metadata) nor at import time.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN_IN_SIDECAR = {"kopf", "kubernetes", "kubernetes-asyncio"}
+
+
+def _closure(requirements: list[Requirement], extras: set[str]) -> set[str]:
+    """Names of every distribution that installing ``requirements`` brings in."""
+    seen: set[str] = set()
+    queue = [(r, extras) for r in requirements]
+    while queue:
+        req, active = queue.pop()
+        env_extras = active or {""}
+        if req.marker is not None and not any(req.marker.evaluate({"extra": e}) for e in env_extras):
+            continue
+        name = canonicalize_name(req.name)
+        if name == "llmroute":
+            # A self-reference such as llmroute[sidecar,operator]: follow it through our own metadata.
+            queue += [(r, set(req.extras)) for r in _requirements_of_project()]
+            continue
+        key = f"{name}[{','.join(sorted(req.extras))}]"
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist_requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        queue += [(Requirement(r), set(req.extras)) for r in dist_requires]
+    return {k.split("[")[0] for k in seen}
+
+
+def _requirements_of_project() -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = [Requirement(r) for r in project["dependencies"]]
+    for extra, items in project["optional-dependencies"].items():
+        reqs += [Requirement(f"{r}; extra == '{extra}'") if ";" not in r else Requirement(r) for r in items]
+    return reqs
+
+
+def _extra_requirements(extra: str) -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"][extra]]
+
+
+def test_distribution_and_extras() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "llmroute"
+    assert {"operator", "sidecar", "dev"} <= project["optional-dependencies"].keys()
+    scripts = project["scripts"]
+    assert scripts["llmroute-operator"].startswith("llmroute_operator")
+    assert scripts["llmroute-sidecar"].startswith("llmroute_sidecar")
+
+
+def test_sidecar_extra_does_not_pull_kopf_or_kubernetes() -> None:
+    closure = _closure(_extra_requirements("sidecar"), set())
+    assert "aiohttp" in closure and "grpcio" in closure, "the walk must see the sidecar's real dependencies"
+    assert not closure & FORBIDDEN_IN_SIDECAR, f"llmroute[sidecar] pulls {closure & FORBIDDEN_IN_SIDECAR}"
+
+
+def test_operator_extra_does_pull_kopf() -> None:
+    """The walk is not blind: it finds kopf where it belongs."""
+    assert "kopf" in _closure(_extra_requirements("operator"), set())
+
+
+def test_sidecar_import_loads_no_operator_code() -> None:
+    code = (
+        "import sys, llmroute_sidecar, llmroute_sidecar.__main__, llmroute_proto.api, llmroute_proto.api.loader\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "{'kopf', 'kubernetes', 'kubernetes_asyncio', 'llmroute_operator'})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the sidecar imports {out.stdout.strip()}"
+
+
+def test_console_scripts_are_installed() -> None:
+    names = {ep.name for ep in md.entry_points(group="console_scripts") if ep.value.startswith("llmroute_")}
+    assert {"llmroute-operator", "llmroute-sidecar"} <= names
