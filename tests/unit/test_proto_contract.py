@@ -137,6 +137,8 @@ def representative_config() -> config_pb2.RouterConfig:
                         strategy=config_pb2.STRATEGY_COMPLEXITY,
                         backends=["llama-local", "claude-eu"],
                         complexity=config_pb2.ComplexityThresholds(small=0.3, medium=0.7),
+                        min_context_window=32_000,
+                        context_overflow=config_pb2.CONTEXT_OVERFLOW_POLICY_TRUNCATE_OLDEST,
                     ),
                 ],
                 rules=[
@@ -178,42 +180,43 @@ def representative_config() -> config_pb2.RouterConfig:
                         key=config_pb2.RATE_LIMIT_KEY_USER, requests_per_minute=60, tokens_per_minute=100_000
                     )
                 ],
-                context_overflow=config_pb2.CONTEXT_OVERFLOW_POLICY_TRUNCATE_OLDEST,
+                backends=[
+                    config_pb2.Backend(
+                        name="claude-eu",
+                        provider=config_pb2.PROVIDER_BEDROCK,
+                        model="anthropic.claude-3-5-sonnet-20240620-v1:0",
+                        region="eu-central-1",
+                        credential_id="aws-eu",
+                        pricing=config_pb2.Pricing(input_per_million=3.0, output_per_million=15.0),
+                        context_window=200_000,
+                        tier=config_pb2.TIER_LARGE,
+                        bedrock=config_pb2.BedrockOptions(aws_region="eu-central-1"),
+                    ),
+                    config_pb2.Backend(
+                        name="gpt4o-us",
+                        provider=config_pb2.PROVIDER_AZURE_OPENAI,
+                        model="gpt-4o",
+                        endpoint="https://example.openai.azure.com",
+                        region="us-east-1",
+                        credential_id="azure",
+                        pricing=config_pb2.Pricing(input_per_million=2.5, output_per_million=10.0),
+                        context_window=128_000,
+                        tier=config_pb2.TIER_LARGE,
+                        max_concurrency=64,
+                        azure_openai=config_pb2.AzureOpenAIOptions(
+                            api_version="2024-10-21", deployment="gpt4o"
+                        ),
+                    ),
+                    config_pb2.Backend(
+                        name="llama-local",
+                        provider=config_pb2.PROVIDER_OPENAI_COMPATIBLE,
+                        model="llama-3.1-8b",
+                        endpoint="http://llama.team-a:8000/v1",
+                        region="eu-west-1",
+                        tier=config_pb2.TIER_SMALL,
+                    ),
+                ],
             )
-        ],
-        backends=[
-            config_pb2.Backend(
-                name="claude-eu",
-                provider=config_pb2.PROVIDER_BEDROCK,
-                model="anthropic.claude-3-5-sonnet-20240620-v1:0",
-                region="eu-central-1",
-                credential_id="aws-eu",
-                pricing=config_pb2.Pricing(input_per_million=3.0, output_per_million=15.0),
-                context_window=200_000,
-                tier=config_pb2.TIER_LARGE,
-                bedrock=config_pb2.BedrockOptions(aws_region="eu-central-1"),
-            ),
-            config_pb2.Backend(
-                name="gpt4o-us",
-                provider=config_pb2.PROVIDER_AZURE_OPENAI,
-                model="gpt-4o",
-                endpoint="https://example.openai.azure.com",
-                region="us-east-1",
-                credential_id="azure",
-                pricing=config_pb2.Pricing(input_per_million=2.5, output_per_million=10.0),
-                context_window=128_000,
-                tier=config_pb2.TIER_LARGE,
-                max_concurrency=64,
-                azure_openai=config_pb2.AzureOpenAIOptions(api_version="2024-10-21", deployment="gpt4o"),
-            ),
-            config_pb2.Backend(
-                name="llama-local",
-                provider=config_pb2.PROVIDER_OPENAI_COMPATIBLE,
-                model="llama-3.1-8b",
-                endpoint="http://llama.team-a:8000/v1",
-                region="eu-west-1",
-                tier=config_pb2.TIER_SMALL,
-            ),
         ],
         credentials=[
             config_pb2.Credential(
@@ -250,7 +253,7 @@ def test_router_config_round_trips() -> None:
     assert parsed == config
     assert parsed.routes[0].rules[1].match.HasField("complexity_above")  # 0.0 survives as "set"
     assert not parsed.routes[0].rules[0].match.HasField("complexity_above")
-    assert parsed.backends[0].WhichOneof("options") == "bedrock"
+    assert parsed.routes[0].backends[0].WhichOneof("options") == "bedrock"
     assert parsed.budgets[1].WhichOneof("downgrade_to") == "downgrade_backend"
     assert parsed.routes[0].resilience.retries.backoff.base.ToMilliseconds() == 200
 

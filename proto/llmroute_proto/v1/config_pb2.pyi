@@ -327,7 +327,6 @@ class RouterConfig(_message.Message):
     NAMESPACE_FIELD_NUMBER: _builtins.int
     REGION_FIELD_NUMBER: _builtins.int
     ROUTES_FIELD_NUMBER: _builtins.int
-    BACKENDS_FIELD_NUMBER: _builtins.int
     CREDENTIALS_FIELD_NUMBER: _builtins.int
     BUDGETS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
@@ -355,12 +354,6 @@ class RouterConfig(_message.Message):
         """
 
     @_builtins.property
-    def backends(self) -> _containers.RepeatedCompositeFieldContainer[Global___Backend]:
-        """Every backend any route, rule, split, semantic cache or budget downgrade refers to, sorted by
-        name. Backend names are unique within one RouterConfig.
-        """
-
-    @_builtins.property
     def credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Credential]:
         """Secret material the backends need, sorted by id. Secret fields are marked
         `(llmroute.v1.sensitive)` and must never be printed.
@@ -378,13 +371,12 @@ class RouterConfig(_message.Message):
         namespace: _builtins.str = ...,
         region: _builtins.str = ...,
         routes: _abc.Iterable[Global___Route] | None = ...,
-        backends: _abc.Iterable[Global___Backend] | None = ...,
         credentials: _abc.Iterable[Global___Credential] | None = ...,
         budgets: _abc.Iterable[Global___Budget] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "budgets", b"budgets", "credentials", b"credentials", "generated_at", b"generated_at", "namespace", b"namespace", "region", b"region", "routes", b"routes", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budgets", b"budgets", "credentials", b"credentials", "generated_at", b"generated_at", "namespace", b"namespace", "region", b"region", "routes", b"routes", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -406,7 +398,7 @@ class Route(_message.Message):
     CACHE_FIELD_NUMBER: _builtins.int
     PRIVACY_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
-    CONTEXT_OVERFLOW_FIELD_NUMBER: _builtins.int
+    BACKENDS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the LLMRoute."""
     namespace: _builtins.str
@@ -415,8 +407,6 @@ class Route(_message.Message):
     """The LLMRoute generation this was compiled from, so status can tell which sidecars run the
     latest spec.
     """
-    context_overflow: Global___ContextOverflowPolicy.ValueType
-    """What to do when a prompt does not fit a candidate's context window."""
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___LogicalModel]:
         """Logical models the application may send as "model". Each holds its own candidates."""
@@ -445,6 +435,12 @@ class Route(_message.Message):
     def rate_limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___RateLimit]:
         """Rate limits enforced by this sidecar; a request must pass all of them."""
 
+    @_builtins.property
+    def backends(self) -> _containers.RepeatedCompositeFieldContainer[Global___Backend]:
+        """The backends this route's models, rules, splits and semantic cache refer to, in declaration
+        order. Names are unique within the route.
+        """
+
     def __init__(
         self,
         *,
@@ -458,11 +454,11 @@ class Route(_message.Message):
         cache: Global___CachePolicy | None = ...,
         privacy: Global___PrivacyPolicy | None = ...,
         rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
-        context_overflow: Global___ContextOverflowPolicy.ValueType = ...,
+        backends: _abc.Iterable[Global___Backend] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "context_overflow", b"context_overflow", "generation", b"generation", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "cache", b"cache", "generation", b"generation", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -479,10 +475,16 @@ class LogicalModel(_message.Message):
     BACKENDS_FIELD_NUMBER: _builtins.int
     SPLIT_FIELD_NUMBER: _builtins.int
     COMPLEXITY_FIELD_NUMBER: _builtins.int
+    MIN_CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    CONTEXT_OVERFLOW_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The logical model name, for example "chat"."""
     strategy: Global___Strategy.ValueType
     """How candidates are ordered."""
+    min_context_window: _builtins.int
+    """Smallest context window (tokens) a backend must offer to serve this model; 0: no minimum."""
+    context_overflow: Global___ContextOverflowPolicy.ValueType
+    """What to do when a prompt does not fit any candidate's context window."""
     @_builtins.property
     def backends(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Candidate backend names. The order is the preference order for FALLBACK and the tie-break
@@ -505,10 +507,12 @@ class LogicalModel(_message.Message):
         backends: _abc.Iterable[_builtins.str] | None = ...,
         split: _abc.Iterable[Global___WeightedBackend] | None = ...,
         complexity: Global___ComplexityThresholds | None = ...,
+        min_context_window: _builtins.int = ...,
+        context_overflow: Global___ContextOverflowPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complexity", b"complexity"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "complexity", b"complexity", "name", b"name", "split", b"split", "strategy", b"strategy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "complexity", b"complexity", "context_overflow", b"context_overflow", "min_context_window", b"min_context_window", "name", b"name", "split", b"split", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -578,6 +582,15 @@ class Rule(_message.Message):
 
     MATCH_FIELD_NUMBER: _builtins.int
     BACKENDS_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STRATEGY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The rule's name, shown in decision traces and metrics; may be empty."""
+    model: _builtins.str
+    """Restricts the rule to this logical model; empty: every model of the route."""
+    strategy: Global___Strategy.ValueType
+    """Ordering for this rule's candidates; UNSPECIFIED: the logical model's strategy."""
     @_builtins.property
     def match(self) -> Global___RuleMatch:
         """The conditions; all set conditions must hold. An empty match matches every request."""
@@ -593,10 +606,13 @@ class Rule(_message.Message):
         *,
         match: Global___RuleMatch | None = ...,
         backends: _abc.Iterable[_builtins.str] | None = ...,
+        name: _builtins.str = ...,
+        model: _builtins.str = ...,
+        strategy: Global___Strategy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["match", b"match"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "match", b"match"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "match", b"match", "model", b"model", "name", b"name", "strategy", b"strategy"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -848,6 +864,7 @@ class CircuitBreaker(_message.Message):
     WINDOW_FIELD_NUMBER: _builtins.int
     COOLDOWN_FIELD_NUMBER: _builtins.int
     MAX_EJECTED_PERCENT_FIELD_NUMBER: _builtins.int
+    MIN_REQUESTS_FIELD_NUMBER: _builtins.int
     consecutive_failures: _builtins.int
     """Eject a backend after this many failures in a row. 0: this trigger is off."""
     failure_rate: _builtins.float
@@ -856,6 +873,8 @@ class CircuitBreaker(_message.Message):
     """At most this percentage of a model's candidates is ejected at once, so a shared outage does
     not empty the candidate list.
     """
+    min_requests: _builtins.int
+    """Requests needed in the window before failure_rate is judged."""
     @_builtins.property
     def window(self) -> _duration_pb2.Duration:
         """The sliding window over which `failure_rate` is measured."""
@@ -872,10 +891,11 @@ class CircuitBreaker(_message.Message):
         window: _duration_pb2.Duration | None = ...,
         cooldown: _duration_pb2.Duration | None = ...,
         max_ejected_percent: _builtins.int = ...,
+        min_requests: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cooldown", b"cooldown", "window", b"window"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "cooldown", b"cooldown", "failure_rate", b"failure_rate", "max_ejected_percent", b"max_ejected_percent", "window", b"window"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "cooldown", b"cooldown", "failure_rate", b"failure_rate", "max_ejected_percent", b"max_ejected_percent", "min_requests", b"min_requests", "window", b"window"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -943,19 +963,25 @@ class SemanticCache(_message.Message):
 
     THRESHOLD_FIELD_NUMBER: _builtins.int
     EMBEDDING_BACKEND_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     """Minimum cosine similarity in (0, 1] for a hit."""
     embedding_backend: _builtins.str
     """Name of the backend that computes embeddings."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long a cached answer is reused."""
+
     def __init__(
         self,
         *,
         threshold: _builtins.float = ...,
         embedding_backend: _builtins.str = ...,
+        ttl: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_backend", b"embedding_backend", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_backend", b"embedding_backend", "threshold", b"threshold", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1061,6 +1087,7 @@ class Backend(_message.Message):
     MAX_CONCURRENCY_FIELD_NUMBER: _builtins.int
     AZURE_OPENAI_FIELD_NUMBER: _builtins.int
     BEDROCK_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique within the RouterConfig; every reference to a backend uses it. Reported in the
     x-llmroute-backend response header.
@@ -1095,6 +1122,10 @@ class Backend(_message.Message):
     def bedrock(self) -> Global___BedrockOptions:
         """Settings for PROVIDER_BEDROCK."""
 
+    @_builtins.property
+    def capabilities(self) -> Global___Capabilities:
+        """What the model supports; requests that need more skip this backend."""
+
     def __init__(
         self,
         *,
@@ -1110,16 +1141,55 @@ class Backend(_message.Message):
         max_concurrency: _builtins.int = ...,
         azure_openai: Global___AzureOpenAIOptions | None = ...,
         bedrock: Global___BedrockOptions | None = ...,
+        capabilities: Global___Capabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "bedrock", b"bedrock", "options", b"options", "pricing", b"pricing"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "bedrock", b"bedrock", "capabilities", b"capabilities", "options", b"options", "pricing", b"pricing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "bedrock", b"bedrock", "context_window", b"context_window", "credential_id", b"credential_id", "endpoint", b"endpoint", "max_concurrency", b"max_concurrency", "model", b"model", "name", b"name", "options", b"options", "pricing", b"pricing", "provider", b"provider", "region", b"region", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "bedrock", b"bedrock", "capabilities", b"capabilities", "context_window", b"context_window", "credential_id", b"credential_id", "endpoint", b"endpoint", "max_concurrency", b"max_concurrency", "model", b"model", "name", b"name", "options", b"options", "pricing", b"pricing", "provider", b"provider", "region", b"region", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_options: _TypeAlias = _typing.Literal["azure_openai", "bedrock"]  # noqa: Y015
     _WhichOneofArgType_options: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_options) -> _WhichOneofReturnType_options | None: ...
 
 Global___Backend: _TypeAlias = Backend  # noqa: Y015
+
+@_typing.final
+class Capabilities(_message.Message):
+    """What a backend's model can do."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    JSON_MODE_FIELD_NUMBER: _builtins.int
+    VISION_FIELD_NUMBER: _builtins.int
+    chat: _builtins.bool
+    """Serves chat completions."""
+    embeddings: _builtins.bool
+    """Serves embeddings."""
+    tools: _builtins.bool
+    """Supports tool (function) calling."""
+    json_mode: _builtins.bool
+    """Supports JSON mode and JSON-schema response formats."""
+    vision: _builtins.bool
+    """Accepts image parts in messages."""
+    def __init__(
+        self,
+        *,
+        chat: _builtins.bool = ...,
+        embeddings: _builtins.bool = ...,
+        tools: _builtins.bool = ...,
+        json_mode: _builtins.bool = ...,
+        vision: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat", b"chat", "embeddings", b"embeddings", "json_mode", b"json_mode", "tools", b"tools", "vision", b"vision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Capabilities: _TypeAlias = Capabilities  # noqa: Y015
 
 @_typing.final
 class Pricing(_message.Message):
@@ -1129,21 +1199,27 @@ class Pricing(_message.Message):
 
     INPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
     OUTPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
     input_per_million: _builtins.float
     """USD per million input (prompt) tokens."""
     output_per_million: _builtins.float
     """USD per million output (completion) tokens."""
+    cached_input_per_million: _builtins.float
+    """USD per million cached input tokens, where the provider discounts them; unset: input price."""
     def __init__(
         self,
         *,
         input_per_million: _builtins.float = ...,
         output_per_million: _builtins.float = ...,
+        cached_input_per_million: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cached_input_per_million", b"_cached_input_per_million", "cached_input_per_million", b"cached_input_per_million"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_per_million", b"input_per_million", "output_per_million", b"output_per_million"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cached_input_per_million", b"_cached_input_per_million", "cached_input_per_million", b"cached_input_per_million", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cached_input_per_million: _TypeAlias = _typing.Literal["cached_input_per_million"]  # noqa: Y015
+    _WhichOneofArgType__cached_input_per_million: _TypeAlias = _typing.Literal["_cached_input_per_million", b"_cached_input_per_million"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_per_million) -> _WhichOneofReturnType__cached_input_per_million | None: ...
 
 Global___Pricing: _TypeAlias = Pricing  # noqa: Y015
 
