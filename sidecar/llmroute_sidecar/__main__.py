@@ -1,20 +1,151 @@
-"""``llmroute-sidecar`` console entry point.
+"""``llmroute-sidecar``: the command a pod (or a developer) runs.
 
-The HTTP/gRPC fronts and provider adapters arrive with the sidecar issue (#4); until then this command
-says so plainly instead of pretending to run.
+Two modes: ``--config PATH`` (standalone, from LLMRoute/LLMBudget/Secret YAML) or ``--operator
+HOST:PORT --token-file F --ca-file F`` (config pushed by the operator; arrives with the operator
+issue, and until then this mode says so). Every flag also reads an environment variable, so the
+injected container needs no arguments.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import os
+import signal
 import sys
+from pathlib import Path
+
+from .http_front import DEFAULT_MAX_BODY
+from .runtime import Settings, Sidecar
+
+__all__ = ["main"]
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmroute-sidecar",
+        description="The llmroute router sidecar: an OpenAI-compatible endpoint on localhost that routes, fails over and accounts LLM calls.",
+    )
+    source = parser.add_argument_group("where the routing config comes from (one of)")
+    source.add_argument(
+        "--config",
+        default=_env("LLMROUTE_CONFIG"),
+        help="LLMRoute/LLMBudget/Secret YAML: a file or a folder [LLMROUTE_CONFIG]",
+    )
+    source.add_argument(
+        "--operator",
+        default=_env("LLMROUTE_OPERATOR"),
+        help="operator config server HOST:PORT [LLMROUTE_OPERATOR]",
+    )
+    source.add_argument(
+        "--token-file",
+        default=_env("LLMROUTE_TOKEN_FILE"),
+        help="projected ServiceAccount token [LLMROUTE_TOKEN_FILE]",
+    )
+    source.add_argument(
+        "--ca-file", default=_env("LLMROUTE_CA_FILE"), help="CA bundle of the operator [LLMROUTE_CA_FILE]"
+    )
+    parser.add_argument(
+        "--namespace",
+        default=_env("LLMROUTE_NAMESPACE"),
+        help="namespace to compile for when --config spans several [LLMROUTE_NAMESPACE]",
+    )
+    parser.add_argument(
+        "--region",
+        default=_env("LLMROUTE_REGION", ""),
+        help="this sidecar's region, e.g. eu-west-1 [LLMROUTE_REGION]",
+    )
+    parser.add_argument(
+        "--http-addr",
+        default=_env("LLMROUTE_HTTP_ADDR", "127.0.0.1:14080"),
+        help="OpenAI-compatible HTTP host:port [LLMROUTE_HTTP_ADDR]",
+    )
+    parser.add_argument(
+        "--grpc-addr",
+        default=_env("LLMROUTE_GRPC_ADDR", "127.0.0.1:14081"),
+        help="llmroute.v1.Router gRPC host:port [LLMROUTE_GRPC_ADDR]",
+    )
+    parser.add_argument(
+        "--admin-addr",
+        default=_env("LLMROUTE_ADMIN_ADDR", ":14090"),
+        help="admin (metrics, health, config_dump) host:port [LLMROUTE_ADMIN_ADDR]",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("LLMROUTE_MAX_BODY_BYTES", str(DEFAULT_MAX_BODY)) or DEFAULT_MAX_BODY),
+        help="largest request body accepted [LLMROUTE_MAX_BODY_BYTES]",
+    )
+    parser.add_argument(
+        "--watch-seconds",
+        type=float,
+        default=2.0,
+        help="how often --config files are checked for changes; 0 disables",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env("LLMROUTE_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    return parser
+
+
+async def _run(settings: Settings) -> int:
+    sidecar = Sidecar(settings)
+    await sidecar.start()
+    if sidecar.store.current is None:
+        logging.getLogger("llmroute_sidecar").warning(
+            "no valid config yet: serving 503s until one loads (%s)", sidecar.store.last_error
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if sidecar.source is not None:
+        loop.add_signal_handler(signal.SIGHUP, sidecar.source.load)
+    await stop.wait()
+    logging.getLogger("llmroute_sidecar").info("shutting down: draining in-flight requests")
+    await sidecar.stop()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``llmroute-sidecar``."""
-    del argv
-    print("llmroute-sidecar: not implemented yet (tracked in issue #4)", file=sys.stderr)
-    return 2
-
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.config and args.operator:
+        print("llmroute-sidecar: use either --config or --operator, not both", file=sys.stderr)
+        return 2
+    if args.operator:
+        print(
+            "llmroute-sidecar: --operator mode arrives with the operator issue (#6); use --config for now",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.config:
+        print("llmroute-sidecar: give --config PATH (or LLMROUTE_CONFIG)", file=sys.stderr)
+        return 2
+    settings = Settings(
+        config_path=Path(args.config),
+        namespace=args.namespace,
+        region=args.region,
+        http_addr=args.http_addr,
+        grpc_addr=args.grpc_addr,
+        admin_addr=args.admin_addr,
+        max_body=args.max_body_bytes,
+        watch_seconds=args.watch_seconds,
+    )
+    try:
+        import uvloop
+    except ImportError:  # uvloop is optional (not on Windows); asyncio's loop works, only slower
+        return asyncio.run(_run(settings))
+    return uvloop.run(_run(settings))
 
 if __name__ == "__main__":
     raise SystemExit(main())

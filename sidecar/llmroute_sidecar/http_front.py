@@ -1,0 +1,172 @@
+"""The app-facing OpenAI-compatible HTTP server (``127.0.0.1:14080`` by default).
+
+Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``, ``GET /v1/models``.
+Everything the app can send, however malformed, gets an OpenAI error object with the right status
+and never a stack trace (the middleware catches what the handlers do not). A stream that breaks
+after its first byte ends with an explicit ``data: {"error": ...}`` event and no ``[DONE]``, which the
+OpenAI SDKs raise as an error, so a cut answer never looks complete. Neighbours: ``service.py`` does
+the routing; ``openai_api/`` validates and shapes errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from .attempts import StreamBroken
+from .openai_api.errors import ApiError
+from .openai_api.validate import parse_chat, parse_embeddings, parse_json
+from .service import Hints, RouterService
+
+__all__ = ["DEFAULT_MAX_BODY", "make_http_app"]
+
+log = logging.getLogger(__name__)
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SERVICE: web.AppKey[RouterService] = web.AppKey("service", RouterService)
+MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+
+
+def _error_response(error: ApiError) -> web.Response:
+    return web.Response(
+        status=error.status, body=error.body(), content_type="application/json", headers=error.headers
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error_response(exc)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[MAX_BODY]
+        return _error_response(
+            ApiError(413, f"the request body exceeds the limit of {limit} bytes", code="request_too_large")
+        )
+    except web.HTTPNotFound:
+        return _error_response(
+            ApiError(404, f"no such endpoint: {request.method} {request.path}", code="unknown_url")
+        )
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return _error_response(
+            ApiError(
+                405,
+                f"{request.method} is not allowed on {request.path}; use {allowed}",
+                code="method_not_allowed",
+            )
+        )
+    except web.HTTPException as exc:
+        return _error_response(ApiError(exc.status, exc.reason or "HTTP error"))
+    except ConnectionResetError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error_response(
+            ApiError(500, "internal error in the llmroute sidecar; see its logs", code="internal_error")
+        )
+
+
+async def _body(request: web.Request) -> bytes:
+    limit = request.app[MAX_BODY]
+    if request.content_length is not None and request.content_length > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    return await request.read()
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    body = parse_chat(parse_json(await _body(request)))
+    service = request.app[SERVICE]
+    hints = Hints.from_headers(request.headers, body)
+    if body.get("stream"):
+        return await _stream(request, service, body, hints)
+    response, meta = await service.chat(body, hints)
+    return web.Response(body=orjson.dumps(response), content_type="application/json", headers=meta.headers())
+
+
+async def _stream(
+    request: web.Request, service: RouterService, body: dict[str, object], hints: Hints
+) -> web.StreamResponse:
+    started = time.monotonic()
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    outcome, entry = await service.chat_stream(body, hints, include_usage=include_usage)
+    meta_headers = {
+        "x-llmroute-backend": outcome.backend.name,
+        "x-llmroute-region": outcome.backend.region,
+        "x-llmroute-attempts": str(outcome.trace.attempts),
+        "x-llmroute-cache": "off",
+    }
+    response = web.StreamResponse(
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache", **meta_headers}
+    )
+    outcome_label = "ok"
+    try:
+        await response.prepare(request)
+        for chunk in outcome.first:
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        try:
+            async for chunk in outcome.rest():
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        except StreamBroken as exc:
+            outcome_label = "stream_error"
+            log.warning("model %s: %s", entry.name, exc)
+            service.metrics.stream_errors.labels(exc.backend, exc.error.kind.value).inc()
+            error = ApiError(
+                502,
+                f"the upstream stream from {exc.backend} broke: {exc.error.message}",
+                code=f"upstream_{exc.error.kind.value}",
+            )
+            await response.write(b"data: " + error.body() + b"\n\n")
+            return response
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+    except (ConnectionResetError, OSError, asyncio.CancelledError):
+        outcome_label = "client_disconnected"
+        log.info("model %s: the app disconnected mid-stream; upstream call cancelled", entry.name)
+        raise
+    finally:
+        outcome.close()
+        service.account(entry, outcome.backend, hints, outcome.decoder.usage, started, outcome_label)
+        service.metrics.request_seconds.labels(entry.name, "true").observe(time.monotonic() - started)
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    body = parse_embeddings(parse_json(await _body(request)))
+    service = request.app[SERVICE]
+    response, meta = await service.embeddings(body, Hints.from_headers(request.headers, body))
+    return web.Response(body=orjson.dumps(response), content_type="application/json", headers=meta.headers())
+
+
+async def models(request: web.Request) -> web.Response:
+    data = request.app[SERVICE].list_models()
+    return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+
+async def model(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    for item in request.app[SERVICE].list_models():
+        if item["id"] == name:
+            return web.Response(body=orjson.dumps(item), content_type="application/json")
+    raise ApiError(404, f"The model {name!r} does not exist here", param="model", code="model_not_found")
+
+
+def make_http_app(service: RouterService, *, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+    # client_max_size guards bodies sent without Content-Length (chunked); _body() checks the rest early.
+    app = web.Application(middlewares=[_errors], client_max_size=max_body)
+    app[SERVICE] = service
+    app[MAX_BODY] = max_body
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/chat/completions", chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_post("/embeddings", embeddings)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/models/{name:.+}", model)
+    return app

@@ -1,0 +1,88 @@
+"""Prometheus metrics of the sidecar, on its own registry (no module-level globals).
+
+Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms, base units).
+Labels are bounded: logical model, backend, provider, outcome/kind; never users or tenants.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "llmroute_requests",
+            "Requests answered to apps, by logical model, final backend and outcome.",
+            ["model", "backend", "provider", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "llmroute_request_duration_seconds",
+            "Time from request to the last byte answered.",
+            ["model", "stream"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft_seconds = Histogram(
+            "llmroute_time_to_first_token_seconds",
+            "Time from request to the first streamed chunk.",
+            ["model", "backend"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.attempts = Counter(
+            "llmroute_upstream_attempts",
+            "Upstream attempts by backend and result (ok or an error kind).",
+            ["backend", "provider", "result"],
+            registry=r,
+        )
+        self.attempt_seconds = Histogram(
+            "llmroute_upstream_attempt_duration_seconds",
+            "Duration of one upstream attempt.",
+            ["backend", "provider"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "llmroute_tokens",
+            "Tokens by backend and direction (input, output).",
+            ["model", "backend", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "llmroute_cost_usd",
+            "Spend in US dollars by logical model and backend, from list prices.",
+            ["model", "backend"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "llmroute_errors",
+            "Errors answered to apps, by status code.",
+            ["model", "status"],
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            "llmroute_stream_errors",
+            "Streams ended with an error event after bytes were sent.",
+            ["backend", "kind"],
+            registry=r,
+        )
+        self.config_info = Gauge(
+            "llmroute_config_info",
+            "The active config version (value 1).",
+            ["version"],
+            registry=r,
+        )
+        self.config_rejected = Counter(
+            "llmroute_config_rejected",
+            "Configs refused as invalid while the last good one kept serving.",
+            registry=r,
+        )
+        self.in_flight = Gauge("llmroute_requests_in_flight", "Requests being served.", registry=r)

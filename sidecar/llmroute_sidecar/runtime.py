@@ -1,0 +1,127 @@
+"""Assembles a running sidecar: store, upstream client, service, HTTP, admin (and gRPC) servers.
+
+Used by the CLI (``__main__.py``) and by integration tests, which start a real sidecar on ephemeral
+loopback ports in-process. Nothing here parses flags; :class:`Settings` holds the resolved values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from .admin import make_admin_app
+from .config.standalone import StandaloneSource
+from .config.store import ConfigStore
+from .http_front import DEFAULT_MAX_BODY, make_http_app
+from .metrics import Metrics
+from .service import RouterService
+from .upstream import Upstream
+from .usage import UsageBuffer
+
+__all__ = ["Settings", "Sidecar", "split_addr"]
+
+log = logging.getLogger(__name__)
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    """``"127.0.0.1:14080"`` -> ("127.0.0.1", 14080); ``":14090"`` binds every interface."""
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address {addr!r} must be host:port")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_path: Path | None = None
+    namespace: str | None = None
+    region: str = ""
+    http_addr: str = "127.0.0.1:14080"
+    grpc_addr: str = "127.0.0.1:14081"
+    admin_addr: str = ":14090"
+    max_body: int = DEFAULT_MAX_BODY
+    watch_seconds: float = 2.0
+    grpc: bool = True
+
+
+class Sidecar:
+    """A sidecar process's moving parts; start() binds, stop() drains and closes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = ConfigStore()
+        self.metrics = Metrics()
+        self.usage = UsageBuffer()
+        self.upstream = Upstream()
+        self.service = RouterService(
+            store=self.store, upstream=self.upstream, metrics=self.metrics, usage=self.usage
+        )
+        self.store.on_swap(self._on_swap)
+        self._runners: list[web.AppRunner] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grpc: object | None = None
+        self.http_port = 0
+        self.admin_port = 0
+        self.grpc_port = 0
+        self.source: StandaloneSource | None = None
+
+    def _on_swap(self, snapshot: object) -> None:
+        self.metrics.config_info.clear()
+        self.metrics.config_info.labels(self.store.version).set(1)
+
+    async def _serve(self, app: web.Application, addr: str) -> int:
+        host, port = split_addr(addr)
+        # handler_cancellation: an app that disconnects cancels its handler, and so the upstream call.
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        self._runners.append(runner)
+        return int(runner.addresses[-1][1])
+
+    async def start(self) -> None:
+        if self.settings.config_path is not None:
+            self.source = StandaloneSource(
+                self.settings.config_path,
+                self.store,
+                namespace=self.settings.namespace,
+                region=self.settings.region,
+                poll_seconds=self.settings.watch_seconds,
+            )
+            self.source.load()
+            if self.settings.watch_seconds > 0:
+                self._tasks.append(asyncio.create_task(self.source.watch()))
+        self.http_port = await self._serve(
+            make_http_app(self.service, max_body=self.settings.max_body), self.settings.http_addr
+        )
+        self.admin_port = await self._serve(
+            make_admin_app(self.store, self.metrics, self.usage), self.settings.admin_addr
+        )
+        if self.settings.grpc:
+            from .grpc_front import start_grpc
+
+            self._grpc, self.grpc_port = await start_grpc(self.service, self.settings.grpc_addr)
+        log.info(
+            "llmroute sidecar serving: http %s (port %d), grpc %s (port %d), admin %s (port %d)",
+            self.settings.http_addr,
+            self.http_port,
+            self.settings.grpc_addr,
+            self.grpc_port,
+            self.settings.admin_addr,
+            self.admin_port,
+        )
+
+    async def stop(self, grace: float = 5.0) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._grpc is not None:
+            from .grpc_front import stop_grpc
+
+            await stop_grpc(self._grpc, grace)
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.upstream.close()

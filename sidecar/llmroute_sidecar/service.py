@@ -1,0 +1,281 @@
+"""The router core both fronts call: look up the model, pick candidates, run the attempt loop,
+account for usage, and map every failure onto an :class:`ApiError`.
+
+``http_front.py`` (OpenAI-compatible HTTP) and ``grpc_front.py`` (``llmroute.v1.Router``) only
+translate between their wire formats and the dicts this module takes and returns. Requests read the
+config snapshot once, so a config swap mid-request changes nothing for that request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .adapters.errors import ErrorKind, ProviderError
+from .attempts import (
+    AllFailed,
+    ChatOutcome,
+    Policy,
+    StreamOutcome,
+    Trace,
+    open_stream,
+    run_chat,
+    run_embeddings,
+)
+from .candidates import NoCandidate, chat_candidates, embedding_candidates
+from .config.snapshot import BackendEntry, ModelEntry, Snapshot
+from .config.store import ConfigStore
+from .metrics import Metrics
+from .openai_api.errors import ApiError
+from .openai_api.validate import error_for_unknown_model
+from .upstream import Upstream
+from .usage import UsageBuffer, UsageRecord
+
+__all__ = ["Hints", "RouteMeta", "RouterService"]
+
+log = logging.getLogger(__name__)
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Hints:
+    """Routing hints from x-llmroute-* request headers (or the gRPC RoutingHints)."""
+
+    task: str = ""
+    tier: str = ""
+    tenant: str = ""
+    user: str = ""
+    no_cache: bool = False
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @classmethod
+    def from_headers(cls, headers: Mapping[str, str], body: Json) -> Hints:
+        user = (
+            headers.get("x-llmroute-user")
+            or (body.get("user") if isinstance(body.get("user"), str) else "")
+            or ""
+        )
+        return cls(
+            task=headers.get("x-llmroute-task", ""),
+            tier=headers.get("x-llmroute-tier", ""),
+            tenant=headers.get("x-llmroute-tenant", ""),
+            user=user,
+            no_cache=headers.get("x-llmroute-no-cache", "").lower() in ("1", "true", "yes"),
+            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+        )
+
+
+@dataclass
+class RouteMeta:
+    """What the x-llmroute-* response headers report."""
+
+    backend: str
+    region: str
+    attempts: int
+    cost_usd: float | None
+    cache: str = "off"
+
+    def headers(self) -> dict[str, str]:
+        out = {
+            "x-llmroute-backend": self.backend,
+            "x-llmroute-region": self.region,
+            "x-llmroute-attempts": str(self.attempts),
+            "x-llmroute-cache": self.cache,
+        }
+        if self.cost_usd is not None:
+            out["x-llmroute-cost-usd"] = f"{self.cost_usd:.6f}"
+        return out
+
+
+class RouterService:
+    """Serves chat and embeddings requests from the current config."""
+
+    def __init__(
+        self, *, store: ConfigStore, upstream: Upstream, metrics: Metrics, usage: UsageBuffer
+    ) -> None:
+        self.store = store
+        self.upstream = upstream
+        self.metrics = metrics
+        self.usage = usage
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        snapshot = self.store.current
+        if snapshot is None:
+            raise ApiError(
+                503,
+                "the sidecar has no routing config yet; it is starting or its config was rejected",
+                code="not_ready",
+            )
+        return snapshot
+
+    def _entry(self, snapshot: Snapshot, model: str) -> ModelEntry:
+        entry = snapshot.models.get(model)
+        if entry is None:
+            raise error_for_unknown_model(model, snapshot.model_names())
+        return entry
+
+    def list_models(self) -> list[Json]:
+        snapshot = self.store.current
+        if snapshot is None:
+            return []
+        return [
+            {
+                "id": name,
+                "object": "model",
+                "created": 0,
+                "owned_by": f"llmroute:{entry.route.namespace}/{entry.route.name}",
+            }
+            for name, entry in sorted(snapshot.models.items())
+        ]
+
+    # -- accounting -----------------------------------------------------------------------------
+
+    def _trace(self) -> Trace:
+        def on_attempt(backend: BackendEntry, error: ProviderError | None, seconds: float) -> None:
+            result = "ok" if error is None else error.kind.value
+            self.metrics.attempts.labels(backend.name, backend.provider, result).inc()
+            self.metrics.attempt_seconds.labels(backend.name, backend.provider).observe(seconds)
+
+        return Trace(on_attempt=on_attempt)
+
+    def account(
+        self,
+        entry: ModelEntry,
+        backend: BackendEntry,
+        hints: Hints,
+        usage: Json | None,
+        started: float,
+        outcome: str,
+    ) -> float | None:
+        """Record usage and metrics; returns the cost in USD when usage is known."""
+        prompt = int((usage or {}).get("prompt_tokens") or 0)
+        completion = int((usage or {}).get("completion_tokens") or 0)
+        cost = backend.cost_usd(prompt, completion) if usage is not None else None
+        self.metrics.requests.labels(entry.name, backend.name, backend.provider, outcome).inc()
+        self.metrics.tokens.labels(entry.name, backend.name, "input").inc(prompt)
+        self.metrics.tokens.labels(entry.name, backend.name, "output").inc(completion)
+        if cost:
+            self.metrics.cost.labels(entry.name, backend.name).inc(cost)
+        self.usage.add(
+            UsageRecord(
+                request_id=hints.request_id,
+                route=f"{entry.route.namespace}/{entry.route.name}",
+                model=entry.name,
+                backend=backend.name,
+                provider=backend.provider,
+                tenant=hints.tenant,
+                user=hints.user,
+                input_tokens=prompt,
+                output_tokens=completion,
+                cost_micro_usd=round((cost or 0.0) * 1_000_000),
+                outcome=outcome,
+                latency_seconds=time.monotonic() - started,
+            )
+        )
+        return cost
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    async def chat(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
+        started = time.monotonic()
+        entry = self._entry(self._snapshot(), body["model"])
+        candidates = self._candidates(entry, body)
+        try:
+            outcome: ChatOutcome = await run_chat(
+                self.upstream, candidates, body, Policy.from_route(entry.route), self._trace()
+            )
+        except AllFailed as exc:
+            raise self._failure(entry, exc) from None
+        response = outcome.response
+        response["model"] = response.get("model") or outcome.backend.target.model
+        cost = self.account(entry, outcome.backend, hints, response.get("usage"), started, "ok")
+        self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - started)
+        return response, RouteMeta(outcome.backend.name, outcome.backend.region, outcome.trace.attempts, cost)
+
+    async def chat_stream(
+        self, body: Json, hints: Hints, *, include_usage: bool
+    ) -> tuple[StreamOutcome, ModelEntry]:
+        started = time.monotonic()
+        entry = self._entry(self._snapshot(), body["model"])
+        candidates = self._candidates(entry, body)
+        try:
+            outcome = await open_stream(
+                self.upstream,
+                candidates,
+                body,
+                Policy.from_route(entry.route),
+                self._trace(),
+                include_usage=include_usage,
+            )
+        except AllFailed as exc:
+            raise self._failure(entry, exc) from None
+        self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(time.monotonic() - started)
+        return outcome, entry
+
+    async def embeddings(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
+        started = time.monotonic()
+        entry = self._entry(self._snapshot(), body["model"])
+        try:
+            candidates = embedding_candidates(entry)
+        except NoCandidate as exc:
+            raise ApiError(400, str(exc), param="model", code="unsupported_model") from None
+        try:
+            outcome = await run_embeddings(
+                self.upstream, candidates, body, Policy.from_route(entry.route), self._trace()
+            )
+        except AllFailed as exc:
+            raise self._failure(entry, exc) from None
+        cost = self.account(entry, outcome.backend, hints, outcome.response.get("usage"), started, "ok")
+        return outcome.response, RouteMeta(
+            outcome.backend.name, outcome.backend.region, outcome.trace.attempts, cost
+        )
+
+    def _candidates(self, entry: ModelEntry, body: Json) -> list[BackendEntry]:
+        try:
+            return chat_candidates(entry, body)
+        except NoCandidate as exc:
+            raise ApiError(400, str(exc), param="model", code="unsupported_capability") from None
+
+    def _failure(self, entry: ModelEntry, exc: AllFailed) -> ApiError:
+        """The answer when no candidate served: 400 for the request's own fault, else 429/503."""
+        final = exc.final
+        kinds = {err.kind for _, err in exc.errors}
+        summary = "; ".join(
+            f"{name}: {err.kind.value}" + (f" ({err.status})" if err.status else "") + f" {err.message}"
+            for name, err in exc.errors
+        )
+        log.warning("model %s: %s", entry.name, exc)
+        if final is not None and final.kind == ErrorKind.BAD_REQUEST:
+            error = ApiError(
+                400, f"the provider refused the request: {final.message}", code="upstream_bad_request"
+            )
+        elif kinds == {ErrorKind.CONTEXT_TOO_LONG}:
+            error = ApiError(
+                400,
+                f"the prompt does not fit any backend of model {entry.name!r}: {summary}",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        elif kinds == {ErrorKind.RATE_LIMITED}:
+            waits = [err.retry_after for _, err in exc.errors if err.retry_after is not None]
+            headers = {"retry-after": str(max(1, round(min(waits))))} if waits else {}
+            error = ApiError(
+                429,
+                f"every backend of model {entry.name!r} is rate limited: {summary}",
+                code="rate_limited",
+                headers=headers,
+            )
+        else:
+            error = ApiError(
+                503,
+                f"no backend of model {entry.name!r} could serve the request: {summary}",
+                code="no_backend_available",
+            )
+        self.metrics.errors.labels(entry.name, str(error.status)).inc()
+        return error

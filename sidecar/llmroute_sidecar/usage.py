@@ -1,0 +1,55 @@
+"""Usage records: one per answered request, kept in a bounded buffer until reported.
+
+The operator connection (a later issue) drains this buffer as sequence-numbered batches; until then a
+standalone sidecar only counts them. Bounded, so a long operator outage costs memory only up to the
+bound; the count of records dropped at the bound is exported, never silent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+__all__ = ["UsageBuffer", "UsageRecord"]
+
+
+@dataclass(frozen=True)
+class UsageRecord:
+    request_id: str
+    route: str
+    model: str
+    backend: str
+    provider: str
+    tenant: str
+    user: str
+    input_tokens: int
+    output_tokens: int
+    cost_micro_usd: int
+    outcome: str
+    latency_seconds: float
+    started_at: float = field(default_factory=time.time)
+
+
+class UsageBuffer:
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._records: deque[UsageRecord] = deque()
+        self.capacity = capacity
+        self.dropped = 0
+        self.sequence = 0
+
+    def add(self, record: UsageRecord) -> None:
+        if len(self._records) >= self.capacity:
+            self._records.popleft()
+            self.dropped += 1
+        self._records.append(record)
+        self.sequence += 1
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def drain(self, limit: int = 1000) -> list[UsageRecord]:
+        out: list[UsageRecord] = []
+        while self._records and len(out) < limit:
+            out.append(self._records.popleft())
+        return out
