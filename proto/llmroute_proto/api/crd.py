@@ -69,8 +69,8 @@ ROUTE = CrdDefinition(
     spec=LLMRouteSpec,
     status=LLMRouteStatus,
     columns=(
-        _column("Models", ".spec.models[*].name", description="Logical models the app may request."),
-        _column("Backends", ".spec.backends[*].name", description="Backends this route may call."),
+        _column("Models", ".status.models", description="Logical models the app may request."),
+        _column("Backends", ".status.backends", description="Backends this route may call."),
         _column("Synced", ".status.sidecars.summary", description="Sidecars on the latest config / matched."),
         _column(
             "Ready",

@@ -56,9 +56,12 @@ RetryOn = Literal["429", "5xx", "connect", "timeout", "reset"]
 PiiType = Literal["email", "phone", "credit_card", "ssn", "iban", "ip"]
 Region = str
 
-# An empty object as the CRD default of a nested object, so the API server fills in its fields'
-# own defaults and `kubectl get -o yaml` shows the effective values.
-_NESTED_DEFAULTS: JsonDict = {"default": {}}
+
+def _nested_default(schema: JsonDict, model: type[ResourceModel]) -> None:
+    """Give a nested object its full default in the CRD, so `kubectl get -o yaml` shows the effective
+    values. (An empty-object default would not do: CEL rules are checked against the default as
+    written, before nested defaults apply.)"""
+    schema["default"] = model().to_wire()
 
 
 class LabelSelectorRequirement(ResourceModel):
@@ -139,7 +142,7 @@ class Complexity(ResourceModel):
 
     thresholds: ComplexityThresholds = Field(
         default_factory=ComplexityThresholds,
-        json_schema_extra=_NESTED_DEFAULTS,
+        json_schema_extra=lambda schema: _nested_default(schema, ComplexityThresholds),
         description="Score boundaries between the small, medium and large tiers.",
     )
 
@@ -416,7 +419,7 @@ class Backend(ResourceModel):
     )
     capabilities: Capabilities = Field(
         default_factory=Capabilities,
-        json_schema_extra=_NESTED_DEFAULTS,
+        json_schema_extra=lambda schema: _nested_default(schema, Capabilities),
         description="What the model supports; requests needing more skip this backend.",
     )
     azure: AzureOptions | None = Field(
@@ -503,7 +506,7 @@ class Retries(ResourceModel):
     attempts: int = Field(default=2, ge=0, le=10, description="Retries after the first attempt, per backend.")
     backoff: Backoff = Field(
         default_factory=Backoff,
-        json_schema_extra=_NESTED_DEFAULTS,
+        json_schema_extra=lambda schema: _nested_default(schema, Backoff),
         description="Wait between retries; Retry-After is honoured.",
     )
     retry_on: list[RetryOn] = Field(
@@ -553,17 +556,17 @@ class Resilience(ResourceModel):
 
     timeout: Timeout = Field(
         default_factory=Timeout,
-        json_schema_extra=_NESTED_DEFAULTS,
+        json_schema_extra=lambda schema: _nested_default(schema, Timeout),
         description="Per-attempt and total time limits.",
     )
     retries: Retries = Field(
         default_factory=Retries,
-        json_schema_extra=_NESTED_DEFAULTS,
+        json_schema_extra=lambda schema: _nested_default(schema, Retries),
         description="Retry policy on one backend.",
     )
     circuit_breaker: CircuitBreaker = Field(
         default_factory=CircuitBreaker,
-        json_schema_extra=_NESTED_DEFAULTS,
+        json_schema_extra=lambda schema: _nested_default(schema, CircuitBreaker),
         description="Ejection of failing backends.",
     )
 
@@ -781,6 +784,16 @@ class LLMRouteStatus(ResourceModel):
     sidecars: SidecarCounts | None = Field(default=None, description="Sidecars matched and synced.")
     config_version: str | None = Field(
         default=None, max_length=128, description="Version of the latest config compiled from this route."
+    )
+    models: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Logical model names, comma-separated, for kubectl get (printer columns show only one list item).",
+    )
+    backends: str | None = Field(
+        default=None,
+        max_length=1024,
+        description="Backend names, comma-separated, for kubectl get.",
     )
 
 
