@@ -48,7 +48,6 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[SidecarFactory]:
             "admin_addr": "127.0.0.1:0",
             "grpc_addr": "127.0.0.1:0",
             "watch_seconds": 0,
-            "grpc": False,
         }
         values.update(settings)
         instance = Sidecar(Settings(**values))  # type: ignore[arg-type]

@@ -29,9 +29,9 @@ class RouterStub:
     """LLM calls through the sidecar. `model` is always a logical model of a route; the sidecar picks
     the backend. Routing hints may also be sent as x-llmroute-* metadata, as over HTTP; a field set
     in the request wins over metadata. Failures are gRPC statuses: INVALID_ARGUMENT (malformed
-    request, unknown model, prompt too long), RESOURCE_EXHAUSTED (rate limit or budget),
+    request, prompt too long), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (rate limit or budget),
     PERMISSION_DENIED (blocked by a privacy policy), DEADLINE_EXCEEDED (total timeout) and
-    UNAVAILABLE (every candidate failed).
+    UNAVAILABLE (every candidate failed, or a stream broke after its first chunk).
     """
 
     def __init__(self, channel):
@@ -66,9 +66,9 @@ class RouterServicer:
     """LLM calls through the sidecar. `model` is always a logical model of a route; the sidecar picks
     the backend. Routing hints may also be sent as x-llmroute-* metadata, as over HTTP; a field set
     in the request wins over metadata. Failures are gRPC statuses: INVALID_ARGUMENT (malformed
-    request, unknown model, prompt too long), RESOURCE_EXHAUSTED (rate limit or budget),
+    request, prompt too long), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (rate limit or budget),
     PERMISSION_DENIED (blocked by a privacy policy), DEADLINE_EXCEEDED (total timeout) and
-    UNAVAILABLE (every candidate failed).
+    UNAVAILABLE (every candidate failed, or a stream broke after its first chunk).
     """
 
     def Chat(self, request, context):
@@ -134,9 +134,9 @@ class Router:
     """LLM calls through the sidecar. `model` is always a logical model of a route; the sidecar picks
     the backend. Routing hints may also be sent as x-llmroute-* metadata, as over HTTP; a field set
     in the request wins over metadata. Failures are gRPC statuses: INVALID_ARGUMENT (malformed
-    request, unknown model, prompt too long), RESOURCE_EXHAUSTED (rate limit or budget),
+    request, prompt too long), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (rate limit or budget),
     PERMISSION_DENIED (blocked by a privacy policy), DEADLINE_EXCEEDED (total timeout) and
-    UNAVAILABLE (every candidate failed).
+    UNAVAILABLE (every candidate failed, or a stream broke after its first chunk).
     """
 
     @staticmethod

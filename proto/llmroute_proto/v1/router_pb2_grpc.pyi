@@ -37,9 +37,9 @@ class RouterStub:
     """LLM calls through the sidecar. `model` is always a logical model of a route; the sidecar picks
     the backend. Routing hints may also be sent as x-llmroute-* metadata, as over HTTP; a field set
     in the request wins over metadata. Failures are gRPC statuses: INVALID_ARGUMENT (malformed
-    request, unknown model, prompt too long), RESOURCE_EXHAUSTED (rate limit or budget),
+    request, prompt too long), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (rate limit or budget),
     PERMISSION_DENIED (blocked by a privacy policy), DEADLINE_EXCEEDED (total timeout) and
-    UNAVAILABLE (every candidate failed).
+    UNAVAILABLE (every candidate failed, or a stream broke after its first chunk).
     """
 
     @_typing.overload
@@ -60,9 +60,9 @@ class RouterAsyncStub(RouterStub):
     """LLM calls through the sidecar. `model` is always a logical model of a route; the sidecar picks
     the backend. Routing hints may also be sent as x-llmroute-* metadata, as over HTTP; a field set
     in the request wins over metadata. Failures are gRPC statuses: INVALID_ARGUMENT (malformed
-    request, unknown model, prompt too long), RESOURCE_EXHAUSTED (rate limit or budget),
+    request, prompt too long), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (rate limit or budget),
     PERMISSION_DENIED (blocked by a privacy policy), DEADLINE_EXCEEDED (total timeout) and
-    UNAVAILABLE (every candidate failed).
+    UNAVAILABLE (every candidate failed, or a stream broke after its first chunk).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -79,9 +79,9 @@ class RouterServicer(metaclass=_abc_1.ABCMeta):
     """LLM calls through the sidecar. `model` is always a logical model of a route; the sidecar picks
     the backend. Routing hints may also be sent as x-llmroute-* metadata, as over HTTP; a field set
     in the request wins over metadata. Failures are gRPC statuses: INVALID_ARGUMENT (malformed
-    request, unknown model, prompt too long), RESOURCE_EXHAUSTED (rate limit or budget),
+    request, prompt too long), NOT_FOUND (unknown model), RESOURCE_EXHAUSTED (rate limit or budget),
     PERMISSION_DENIED (blocked by a privacy policy), DEADLINE_EXCEEDED (total timeout) and
-    UNAVAILABLE (every candidate failed).
+    UNAVAILABLE (every candidate failed, or a stream broke after its first chunk).
     """
 
     @_abc_1.abstractmethod
