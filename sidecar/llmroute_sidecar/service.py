@@ -32,7 +32,7 @@ from .config.store import ConfigStore
 from .metrics import Metrics
 from .openai_api.errors import ApiError
 from .openai_api.validate import error_for_unknown_model
-from .upstream import Upstream
+from .upstream import UpstreamClient
 from .usage import UsageBuffer, UsageRecord
 
 __all__ = ["Hints", "RouteMeta", "RouterService"]
@@ -95,7 +95,7 @@ class RouterService:
     """Serves chat and embeddings requests from the current config."""
 
     def __init__(
-        self, *, store: ConfigStore, upstream: Upstream, metrics: Metrics, usage: UsageBuffer
+        self, *, store: ConfigStore, upstream: UpstreamClient, metrics: Metrics, usage: UsageBuffer
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -270,6 +270,12 @@ class RouterService:
                 f"every backend of model {entry.name!r} is rate limited: {summary}",
                 code="rate_limited",
                 headers=headers,
+            )
+        elif kinds == {ErrorKind.TIMEOUT}:
+            error = ApiError(
+                504,
+                f"no backend of model {entry.name!r} answered in time: {summary}",
+                code="upstream_timeout",
             )
         else:
             error = ApiError(
