@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .http_front import DEFAULT_MAX_BODY
 from .runtime import Settings, Sidecar
+from .upstream import UPSTREAM_CLIENTS
 
 __all__ = ["main"]
 
@@ -82,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest request body accepted [LLMROUTE_MAX_BODY_BYTES]",
     )
     parser.add_argument(
+        "--upstream-client",
+        default=_env("LLMROUTE_UPSTREAM_CLIENT", "aiohttp"),
+        choices=UPSTREAM_CLIENTS,
+        help="HTTP client for provider calls; aiohttp won the measurement in docs/performance.md "
+        "[LLMROUTE_UPSTREAM_CLIENT]",
+    )
+    parser.add_argument(
         "--watch-seconds",
         type=float,
         default=2.0,
@@ -140,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         admin_addr=args.admin_addr,
         max_body=args.max_body_bytes,
         watch_seconds=args.watch_seconds,
+        upstream_client=args.upstream_client,
     )
     try:
         import uvloop
     except ImportError:  # uvloop is optional (not on Windows); asyncio's loop works, only slower
         return asyncio.run(_run(settings))
     return uvloop.run(_run(settings))
+
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -25,7 +25,7 @@ from .adapters.base import ChatStreamDecoder
 from .adapters.errors import ErrorKind, ProviderError
 from .adapters.registry import adapter_for
 from .config.snapshot import BackendEntry
-from .upstream import Upstream, UpstreamResponse
+from .upstream import OpenResponse, UpstreamClient
 
 __all__ = [
     "AllFailed",
@@ -151,7 +151,7 @@ class StreamOutcome:
     trace: Trace
     first: list[Json]
     decoder: ChatStreamDecoder
-    _response: UpstreamResponse
+    _response: OpenResponse
     _chunks: AsyncIterator[bytes]
     _deadline: float
 
@@ -237,7 +237,7 @@ async def _attempts(
 
 
 async def run_chat(
-    upstream: Upstream, candidates: Sequence[BackendEntry], body: Json, policy: Policy, trace: Trace
+    upstream: UpstreamClient, candidates: Sequence[BackendEntry], body: Json, policy: Policy, trace: Trace
 ) -> ChatOutcome:
     """A non-streaming chat completion through the first backend that answers."""
 
@@ -260,7 +260,7 @@ async def run_chat(
 
 
 async def run_embeddings(
-    upstream: Upstream, candidates: Sequence[BackendEntry], body: Json, policy: Policy, trace: Trace
+    upstream: UpstreamClient, candidates: Sequence[BackendEntry], body: Json, policy: Policy, trace: Trace
 ) -> ChatOutcome:
     """An embeddings call through the first backend that answers."""
 
@@ -279,7 +279,7 @@ async def run_embeddings(
 
 
 async def open_stream(
-    upstream: Upstream,
+    upstream: UpstreamClient,
     candidates: Sequence[BackendEntry],
     body: Json,
     policy: Policy,

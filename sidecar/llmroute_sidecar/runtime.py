@@ -19,7 +19,7 @@ from .config.store import ConfigStore
 from .http_front import DEFAULT_MAX_BODY, make_http_app
 from .metrics import Metrics
 from .service import RouterService
-from .upstream import Upstream
+from .upstream import UpstreamClient, UpstreamClientName, make_upstream
 from .usage import UsageBuffer
 
 __all__ = ["Settings", "Sidecar", "split_addr"]
@@ -46,6 +46,7 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     watch_seconds: float = 2.0
     grpc: bool = True
+    upstream_client: UpstreamClientName = "aiohttp"  # the provider-facing HTTP client (upstream.py)
 
 
 class Sidecar:
@@ -56,7 +57,7 @@ class Sidecar:
         self.store = ConfigStore()
         self.metrics = Metrics()
         self.usage = UsageBuffer()
-        self.upstream = Upstream()
+        self.upstream: UpstreamClient = make_upstream(settings.upstream_client)
         self.service = RouterService(
             store=self.store, upstream=self.upstream, metrics=self.metrics, usage=self.usage
         )

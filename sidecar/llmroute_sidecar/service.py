@@ -8,7 +8,9 @@ config snapshot once, so a config swap mid-request changes nothing for that requ
 
 from __future__ import annotations
 
+import base64
 import logging
+import struct
 import time
 import uuid
 from collections.abc import Mapping
@@ -232,6 +234,8 @@ class RouterService:
         except AllFailed as exc:
             raise self._failure(entry, exc) from None
         cost = self.account(entry, outcome.backend, hints, outcome.response.get("usage"), started, "ok")
+        if body.get("encoding_format") == "base64":
+            _encode_base64(outcome.response)
         return outcome.response, RouteMeta(
             outcome.backend.name, outcome.backend.region, outcome.trace.attempts, cost
         )
@@ -285,3 +289,11 @@ class RouterService:
             )
         self.metrics.errors.labels(entry.name, str(error.status)).inc()
         return error
+
+
+def _encode_base64(response: Json) -> None:
+    """Providers without base64 output answer float lists; the app asked for base64 (float32 LE)."""
+    for item in response.get("data") or []:
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()

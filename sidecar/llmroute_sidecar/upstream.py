@@ -4,20 +4,53 @@ One shared aiohttp ``ClientSession`` (keep-alive pools per host) serves every ba
 measurement against httpx for this hot path (``docs/performance.md``; httpx's async pool degrades under
 concurrency, encode/httpx#3215). Transport failures come out as :class:`ProviderError` of kind
 CONNECTION or TIMEOUT, and non-2xx answers are classified by the backend's adapter, so the attempt
-loop (``attempts.py``) only ever sees the shared error taxonomy.
+loop (``attempts.py``) only ever sees the shared error taxonomy. :class:`UpstreamClient` is the contract
+the attempt loop relies on; ``upstream_httpx.py`` implements it on httpx for the comparison, chosen with
+``make_upstream("httpx")`` (``LLMROUTE_UPSTREAM_CLIENT``).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import aiohttp
+from yarl import URL
 
 from .adapters.base import ProviderAdapter, UpstreamRequest
 from .adapters.errors import ErrorKind, ProviderError
 
-__all__ = ["Upstream", "UpstreamResponse"]
+__all__ = [
+    "UPSTREAM_CLIENTS",
+    "OpenResponse",
+    "Upstream",
+    "UpstreamClient",
+    "UpstreamClientName",
+    "UpstreamResponse",
+    "make_upstream",
+]
+
+UpstreamClientName = Literal["aiohttp", "httpx"]
+UPSTREAM_CLIENTS: tuple[UpstreamClientName, ...] = ("aiohttp", "httpx")
+
+
+class OpenResponse(Protocol):
+    """An open 2xx provider response."""
+
+    async def read(self) -> bytes: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class UpstreamClient(Protocol):
+    """What the attempt loop needs from a provider-facing HTTP client."""
+
+    async def open(self, request: UpstreamRequest, adapter: ProviderAdapter) -> OpenResponse: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass
@@ -59,9 +92,12 @@ class Upstream:
 
     async def open(self, request: UpstreamRequest, adapter: ProviderAdapter) -> UpstreamResponse:
         """Send ``request``; return the open 2xx response or raise a classified ProviderError."""
+        # Adapters build fully percent-encoded URLs; yarl must not re-quote them (it would turn a
+        # Bedrock model id's %3A back into ":"), since a SigV4 signature covers the path as sent.
+        url = URL(request.url, encoded=True)
         try:
             response = await self._client().request(
-                request.method, request.url, headers=dict(request.headers), data=request.body
+                request.method, url, headers=dict(request.headers), data=request.body
             )
         except TimeoutError as exc:
             raise ProviderError(ErrorKind.TIMEOUT, "timed out", provider=adapter.name) from exc
@@ -91,3 +127,16 @@ class Upstream:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def make_upstream(name: UpstreamClientName = "aiohttp") -> UpstreamClient:
+    """The provider-facing client called ``name``; httpx is imported only when chosen."""
+    if name == "aiohttp":
+        return Upstream()
+    if name == "httpx":
+        try:
+            from .upstream_httpx import HttpxUpstream
+        except ImportError as exc:  # httpx is not in the sidecar extra
+            raise RuntimeError(f"upstream client 'httpx' needs the httpx package: {exc}") from exc
+        return HttpxUpstream()
+    raise ValueError(f"unknown upstream client {name!r}; use one of {', '.join(UPSTREAM_CLIENTS)}")

@@ -62,10 +62,14 @@ async def sidecar(tmp_path: Path) -> AsyncIterator[SidecarFactory]:
 
 def client_for(instance: Sidecar) -> openai.AsyncOpenAI:
     """The official OpenAI SDK, as an app would configure it, pointed at the sidecar."""
-    return openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{instance.http_port}/v1", api_key="unused", max_retries=0)
+    return openai.AsyncOpenAI(
+        base_url=f"http://127.0.0.1:{instance.http_port}/v1", api_key="unused", max_retries=0
+    )
 
 
-def route_yaml(backends: list[dict[str, str]], *, model: str = "chat", extra_spec: str = "", namespace: str = "demo") -> str:
+def route_yaml(
+    backends: list[dict[str, str]], *, model: str = "chat", extra_spec: str = "", namespace: str = "demo"
+) -> str:
     """An LLMRoute serving ``model`` from ``backends`` in order, plus a Secret with every key used.
 
     Each backend dict holds name, provider, model, endpoint and optionally region and key.
@@ -85,7 +89,7 @@ def route_yaml(backends: list[dict[str, str]], *, model: str = "chat", extra_spe
         lines += [
             f"  - name: {b['name']}",
             f"    provider: {b['provider']}",
-            f"    model: \"{b['model']}\"",
+            f'    model: "{b["model"]}"',
             f"    endpoint: {b['endpoint']}",
             f"    region: {b.get('region', 'us-east-1')}",
             "    pricing: {inputPerMillion: 2.0, outputPerMillion: 8.0}",
@@ -102,6 +106,12 @@ def route_yaml(backends: list[dict[str, str]], *, model: str = "chat", extra_spe
             lines.append(f"    azure: {{deployment: {b.get('deployment', 'dep')}}}")
     if extra_spec:
         lines.append(extra_spec.rstrip())
-    lines += ["---", "apiVersion: v1", "kind: Secret", f"metadata: {{name: keys, namespace: {namespace}}}", "stringData:"]
+    lines += [
+        "---",
+        "apiVersion: v1",
+        "kind: Secret",
+        f"metadata: {{name: keys, namespace: {namespace}}}",
+        "stringData:",
+    ]
     lines += [f"  {k}: {v}" for k, v in secret.items()] or ["  unused: x"]
     return "\n".join(lines) + "\n"

@@ -682,7 +682,7 @@ def error_body(error_type: str, message: str) -> bytes:
         (401, "authentication_error", "invalid x-api-key", ErrorKind.AUTH),
         (403, "permission_error", "no access to this model", ErrorKind.AUTH),
         (402, "billing_error", "credit balance too low", ErrorKind.AUTH),
-        (404, "not_found_error", "model: claude-9", ErrorKind.BAD_REQUEST),
+        (404, "not_found_error", "model: claude-9", ErrorKind.NOT_FOUND),
         (
             429,
             "rate_limit_error",

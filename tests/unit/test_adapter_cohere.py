@@ -490,7 +490,7 @@ def test_a_failed_message_end_raises(delta: Json, kind: ErrorKind) -> None:
         (401, "invalid api token", ErrorKind.AUTH),
         (402, "Please add a payment method", ErrorKind.AUTH),
         (498, "invalid token", ErrorKind.AUTH),
-        (404, "model 'x' not found", ErrorKind.BAD_REQUEST),
+        (404, "model 'x' not found", ErrorKind.NOT_FOUND),
         (422, "unprocessable", ErrorKind.BAD_REQUEST),
         (429, "You are past the per minute request limit", ErrorKind.RATE_LIMITED),
         (500, "internal server error", ErrorKind.SERVER),

@@ -38,7 +38,7 @@ _FINISH = {
 }
 _ERROR_KINDS = {
     "invalid_request_error": ErrorKind.BAD_REQUEST,
-    "not_found_error": ErrorKind.BAD_REQUEST,
+    "not_found_error": ErrorKind.NOT_FOUND,
     "request_too_large": ErrorKind.BAD_REQUEST,
     "authentication_error": ErrorKind.AUTH,
     "permission_error": ErrorKind.AUTH,

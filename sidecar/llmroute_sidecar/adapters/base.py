@@ -50,7 +50,7 @@ class UpstreamRequest:
     """One HTTP request to a provider, ready to send."""
 
     method: str
-    url: str
+    url: str  # sent as is: already percent-encoded, never re-quoted by the HTTP client
     headers: Mapping[str, str]
     body: bytes
 

@@ -19,7 +19,8 @@ class ErrorKind(StrEnum):
     OVERLOADED = "overloaded"  # 503/529 and provider "overloaded" errors
     SERVER = "server"  # other 5xx
     AUTH = "auth"  # 401/403: a bad key is never retried on the same backend
-    BAD_REQUEST = "bad_request"  # 400/404/422: the request itself is wrong for this backend
+    BAD_REQUEST = "bad_request"  # 400/422: the request itself is wrong
+    NOT_FOUND = "not_found"  # 404: this backend lacks the model or deployment; another may have it
     CONTEXT_TOO_LONG = "context_too_long"  # the prompt does not fit this backend
     TIMEOUT = "timeout"  # no answer in time
     CONNECTION = "connection"  # refused, reset or DNS failure before an answer
@@ -86,6 +87,8 @@ def kind_for_status(status: int, message: str = "") -> ErrorKind:
         return ErrorKind.TIMEOUT
     if status >= 500:
         return ErrorKind.SERVER
+    if status == 404:
+        return ErrorKind.NOT_FOUND
     if any(
         hint in lowered
         for hint in (
