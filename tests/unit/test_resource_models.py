@@ -213,3 +213,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_loader_reads_a_kubectl_list() -> None:
+    text = """
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Secret
+  metadata: {name: s, namespace: ns, uid: abc, resourceVersion: "12"}
+  data: {apiKey: c2stMQ==}
+- apiVersion: llmroute.io/v1alpha1
+  kind: LLMRoute
+  metadata: {name: r, namespace: ns, generation: 2, managedFields: []}
+  spec:
+    models: [{name: chat, backends: [a]}]
+    backends: [{name: a, provider: openai, model: m, credentialsRef: {name: s}}]
+"""
+    found = load_text(text, environ={})
+    assert found.secrets[0].data == {"apiKey": "sk-1"}
+    assert found.routes[0].metadata["generation"] == 2

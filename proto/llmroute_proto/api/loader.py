@@ -92,6 +92,13 @@ def load_text(text: str, *, source: str = "<string>", environ: Mapping[str, str]
 
 def _load_one(doc: dict[str, Any], where: str, env: Mapping[str, str], found: Resources) -> None:
     api_version, kind = doc.get("apiVersion"), doc.get("kind")
+    if api_version == "v1" and kind == "List":
+        # What `kubectl get -o yaml` prints for several objects; `kubectl apply` takes it too.
+        for index, item in enumerate(doc.get("items") or []):
+            if not isinstance(item, dict):
+                raise ResourceError(f"{where}: items[{index}] is not a Kubernetes object")
+            _load_one(item, f"{where} items[{index}]", env, found)
+        return
     name = (doc.get("metadata") or {}).get("name", "<unnamed>")
     where = f"{where} {kind}/{name}"
     if api_version == _API_VERSION and kind in ("LLMRoute", "LLMBudget"):
