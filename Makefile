@@ -89,6 +89,18 @@ controlplane: $(STAMP)
 demo: $(STAMP)
 	@$(PY) hack/demo.py
 
+.PHONY: bench-overhead
+bench-overhead: $(STAMP)
+	@$(PY) -m bench.overhead
+
+.PHONY: bench-overhead-quick
+bench-overhead-quick: $(STAMP)
+	@$(PY) -m bench.overhead --quick
+
+.PHONY: bench-gc
+bench-gc: $(STAMP)
+	@$(PY) -m bench.overhead.gc_probe
+
 .PHONY: cluster-up
 cluster-up: $(STAMP)
 	@$(PY) -m llmroute_operator.devcluster up

@@ -1,0 +1,1 @@
+"""The overhead benchmark: the sidecar against direct calls and a bare passthrough (``run.py``)."""
