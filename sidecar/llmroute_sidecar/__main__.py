@@ -1,8 +1,9 @@
 """``llmroute-sidecar``: the command a pod (or a developer) runs.
 
 Two modes: ``--config PATH`` (standalone, from LLMRoute/LLMBudget/Secret YAML) or ``--operator
-HOST:PORT --token-file F --ca-file F`` (config pushed by the operator; arrives with the operator
-issue, and until then this mode says so). Every flag also reads an environment variable, so the
+HOST:PORT --token-file F --ca-file F`` (config pushed by the operator's config server over TLS, see
+``operator_client.py``; POD_NAME, POD_NAMESPACE, POD_UID and NODE_NAME from the downward API are sent
+as claims). Every flag also reads an environment variable, so the
 injected container needs no arguments.
 """
 
@@ -17,6 +18,8 @@ import sys
 from pathlib import Path
 
 from .http_front import DEFAULT_MAX_BODY
+from .load import LoadSettings
+from .operator_client import ClientSettings
 from .runtime import Settings, Sidecar
 from .upstream import UPSTREAM_CLIENTS
 
@@ -50,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--ca-file", default=_env("LLMROUTE_CA_FILE"), help="CA bundle of the operator [LLMROUTE_CA_FILE]"
+    )
+    source.add_argument(
+        "--operator-server-name",
+        default=_env("LLMROUTE_OPERATOR_SERVER_NAME"),
+        help="TLS name to verify on the operator's certificate, if not the --operator host "
+        "[LLMROUTE_OPERATOR_SERVER_NAME]",
     )
     parser.add_argument(
         "--namespace",
@@ -90,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[LLMROUTE_UPSTREAM_CLIENT]",
     )
     parser.add_argument(
+        "--queue-factor",
+        type=float,
+        default=float(_env("LLMROUTE_QUEUE_FACTOR", "2") or 2),
+        help="a backend at maxConcurrency queues up to factor x maxConcurrency requests; more get "
+        "a quick 429 (0: no queue) [LLMROUTE_QUEUE_FACTOR]",
+    )
+    parser.add_argument(
         "--watch-seconds",
         type=float,
         default=2.0,
@@ -106,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def _run(settings: Settings) -> int:
     sidecar = Sidecar(settings)
     await sidecar.start()
-    if sidecar.store.current is None:
+    if sidecar.store.current is None and settings.operator is None:
         logging.getLogger("llmroute_sidecar").warning(
             "no valid config yet: serving 503s until one loads (%s)", sidecar.store.last_error
         )
@@ -130,17 +146,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and args.operator:
         print("llmroute-sidecar: use either --config or --operator, not both", file=sys.stderr)
         return 2
+    operator: ClientSettings | None = None
     if args.operator:
-        print(
-            "llmroute-sidecar: --operator mode arrives with the operator issue (#6); use --config for now",
-            file=sys.stderr,
+        missing = [
+            flag
+            for flag, value in (("--token-file", args.token_file), ("--ca-file", args.ca_file))
+            if not value
+        ]
+        if missing:
+            print(f"llmroute-sidecar: --operator needs {' and '.join(missing)}", file=sys.stderr)
+            return 2
+        operator = ClientSettings(
+            target=args.operator,
+            token_file=Path(args.token_file),
+            ca_file=Path(args.ca_file),
+            server_name=args.operator_server_name or None,
         )
-        return 2
-    if not args.config:
+    elif not args.config:
         print("llmroute-sidecar: give --config PATH (or LLMROUTE_CONFIG)", file=sys.stderr)
         return 2
     settings = Settings(
-        config_path=Path(args.config),
+        config_path=Path(args.config) if args.config else None,
+        operator=operator,
         namespace=args.namespace,
         region=args.region,
         http_addr=args.http_addr,
@@ -149,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         max_body=args.max_body_bytes,
         watch_seconds=args.watch_seconds,
         upstream_client=args.upstream_client,
+        load=LoadSettings(queue_factor=args.queue_factor),
     )
     try:
         import uvloop

@@ -1,12 +1,17 @@
 """The attempt loop: try candidates in order, retry what is worth retrying, fail over before the
 first byte, and never turn a provider fault into a clean answer.
 
-Inputs are an ordered list of backends (``candidates.py`` decides the order) and the route's
+Inputs are an ordered list of backends (``routing/planner.py`` decides the order) and the route's
 resilience policy; the loop owns timeouts (per attempt and total, cancelling the upstream call when
 they fire), retries with exponential backoff and full jitter that honour ``Retry-After``, and
 fallback to the next backend on errors another backend may not have. Streams fail over only until
 the first chunk is ready for the app; after that a fault surfaces as :class:`StreamBroken` for the
-HTTP front to turn into an explicit error event.
+HTTP front to turn into an explicit error event. Before each attempt the loop enters the request's
+load gate (``load/``) for a concurrency slot of that backend; a saturated backend is skipped (never
+retried), and a stream keeps its slot until it ends. With the request's :class:`RouteHealth`
+(``health/``), each attempt also needs its backend's admission (circuit breaker, Retry-After hold),
+its outcome and latency feed the backend's health, and retries spend the route's retry budget; a
+spent budget falls through to the next backend.
 """
 
 from __future__ import annotations
@@ -25,6 +30,9 @@ from .adapters.base import ChatStreamDecoder
 from .adapters.errors import ErrorKind, ProviderError
 from .adapters.registry import adapter_for
 from .config.snapshot import BackendEntry
+from .health.admission import Refusal, RouteHealth, Ticket
+from .load.limiter import Saturated, Slot
+from .load.registry import Gate
 from .upstream import OpenResponse, UpstreamClient
 
 __all__ = [
@@ -154,6 +162,11 @@ class StreamOutcome:
     _response: OpenResponse
     _chunks: AsyncIterator[bytes]
     _deadline: float
+    _slot: Slot | None = None  # the backend's concurrency slot, held until the stream ends
+    _health: RouteHealth | None = None  # told when the stream breaks after its first chunk
+
+    def hold(self, slot: Slot) -> None:
+        self._slot = slot
 
     async def rest(self) -> AsyncIterator[Json]:
         try:
@@ -173,20 +186,34 @@ class StreamOutcome:
                     ErrorKind.STREAM_CUT, "the provider closed the stream before its end event"
                 )
         except ProviderError as exc:
-            raise StreamBroken(self.backend.name, exc) from exc
+            raise self._broken(exc) from exc
         except TimeoutError as exc:
-            raise StreamBroken(
-                self.backend.name, ProviderError(ErrorKind.TIMEOUT, "the stream exceeded the total timeout")
+            raise self._broken(
+                ProviderError(ErrorKind.TIMEOUT, "the stream exceeded the total timeout")
             ) from exc
         except Exception as exc:  # transport errors mid-stream
-            raise StreamBroken(
-                self.backend.name, ProviderError(ErrorKind.CONNECTION, f"stream read failed: {exc}")
-            ) from exc
+            raise self._broken(ProviderError(ErrorKind.CONNECTION, f"stream read failed: {exc}")) from exc
         finally:
             self._response.close()
+            if self._slot is not None:
+                self._slot.release()
 
     def close(self) -> None:
         self._response.close()
+        if self._slot is not None:
+            self._slot.release()
+
+    def _broken(self, error: ProviderError) -> StreamBroken:
+        if self._health is not None:
+            self._health.stream_broken(self.backend, error)
+        return StreamBroken(self.backend.name, error)
+
+
+@dataclass(frozen=True, slots=True)
+class _MoveOn:
+    """A backend is done with for this request; ``reason`` is an error kind or a skip cause."""
+
+    reason: str
 
 
 async def _attempts(
@@ -194,10 +221,26 @@ async def _attempts(
     policy: Policy,
     trace: Trace,
     attempt: Callable[[BackendEntry, float], Any],
+    *,
+    gate: Gate | None = None,
+    health: RouteHealth | None = None,
 ) -> tuple[BackendEntry, Any]:
-    """Run ``attempt(backend, timeout)`` over candidates with retries; return the first success."""
+    """Run ``attempt(backend, deadline)`` over candidates with retries; return the first success.
+
+    With ``health``, a backend whose breaker is open or whose provider asked to wait (Retry-After)
+    is skipped. When that leaves nothing attempted, the skipped candidates are tried anyway rather
+    than failing untried: ejected ones at once, held ones once their Retry-After has passed, if
+    that is within the total timeout.
+    """
     deadline = time.monotonic() + policy.total
-    for backend in candidates:
+    skipped: list[tuple[BackendEntry, Refusal]] = []
+    attempted = False
+    if health is not None:
+        health.start()
+
+    async def on(backend: BackendEntry, force: bool) -> Any:
+        """Attempts (and retries) on one backend: its result, or :class:`_MoveOn`."""
+        nonlocal attempted
         retry = 0
         while True:
             remaining = deadline - time.monotonic()
@@ -206,6 +249,32 @@ async def _attempts(
                     (backend.name, ProviderError(ErrorKind.TIMEOUT, "the total timeout ran out"))
                 )
                 raise AllFailed(trace.errors)
+            ticket: Ticket | None = None
+            if health is not None:
+                admitted = health.admit(backend, force=force)
+                if isinstance(admitted, Refusal):
+                    if not force:
+                        skipped.append((backend, admitted))
+                        return _MoveOn(admitted.reason)
+                    if time.monotonic() + admitted.wait >= deadline:
+                        trace.errors.append((backend.name, _held_error(admitted)))
+                        return _MoveOn(admitted.reason)
+                    await asyncio.sleep(admitted.wait)  # honour the provider's Retry-After
+                    continue
+                ticket = admitted
+            slot: Slot | None = None
+            if gate is not None:
+                try:
+                    slot = await gate.enter(backend, min(policy.per_attempt, remaining))
+                except Saturated as exc:
+                    # Nothing was sent, so no attempt and no retry: the next candidate may have room.
+                    if health is not None and ticket is not None:
+                        health.release(ticket)
+                    trace.errors.append((backend.name, exc))
+                    log.info("%s", exc)
+                    return _MoveOn("saturated")
+                remaining = deadline - time.monotonic()
+            attempted = True
             started = time.monotonic()
             try:
                 async with asyncio.timeout(min(policy.per_attempt, remaining)):
@@ -216,28 +285,76 @@ async def _attempts(
                 )
             except ProviderError as exc:
                 error = exc
+            except BaseException:  # cancelled: no outcome to record, but a probe slot to free
+                if health is not None and ticket is not None:
+                    health.release(ticket)
+                raise
             else:
-                trace.record(backend, None, time.monotonic() - started)
-                return backend, result
-            trace.record(backend, error, time.monotonic() - started)
+                elapsed = time.monotonic() - started
+                trace.record(backend, None, elapsed)
+                if health is not None and ticket is not None:
+                    health.settle(ticket, None, elapsed)
+                if slot is not None and isinstance(result, StreamOutcome):
+                    result.hold(slot)  # a stream keeps its slot until it ends
+                    slot = None
+                return result
+            finally:
+                if slot is not None:
+                    slot.release()
+            elapsed = time.monotonic() - started
+            trace.record(backend, error, elapsed)
+            if health is not None and ticket is not None:
+                health.settle(ticket, error, elapsed)
             log.info("attempt %d on %s failed: %s", trace.attempts, backend.name, error.kind.value)
             if error.kind == ErrorKind.BAD_REQUEST:
                 # The request itself is wrong; no other backend will like it better.
                 raise AllFailed(trace.errors)
             if error.retryable and error.kind in policy.retry_on and retry < policy.retries:
                 wait = policy.backoff(retry, error.retry_after)
-                if time.monotonic() + wait < deadline:
+                # A spent retry budget means: no retry here, the next backend instead.
+                if time.monotonic() + wait < deadline and (health is None or health.try_retry(backend)):
                     retry += 1
                     await asyncio.sleep(wait)
                     continue
             if not error.try_next_backend:
                 raise AllFailed(trace.errors)
-            break  # next backend
+            return _MoveOn(error.kind.value)
+
+    for index, backend in enumerate(candidates):
+        result = await on(backend, False)
+        if not isinstance(result, _MoveOn):
+            return backend, result
+        if health is not None and index + 1 < len(candidates):
+            health.fell_back(backend, result.reason)
+    if skipped and not attempted:
+        log.warning(
+            "every candidate (%s) is ejected or held back; trying them anyway",
+            ", ".join(b.name for b, _ in skipped),
+        )
+        for backend, _ in sorted(skipped, key=lambda item: item[1].wait):
+            result = await on(backend, True)
+            if not isinstance(result, _MoveOn):
+                return backend, result
     raise AllFailed(trace.errors)
 
 
+def _held_error(refusal: Refusal) -> ProviderError:
+    return ProviderError(
+        ErrorKind.RATE_LIMITED,
+        f"the provider asked to wait {refusal.wait:.1f}s more (Retry-After), beyond the total timeout",
+        retry_after=refusal.wait,
+    )
+
+
 async def run_chat(
-    upstream: UpstreamClient, candidates: Sequence[BackendEntry], body: Json, policy: Policy, trace: Trace
+    upstream: UpstreamClient,
+    candidates: Sequence[BackendEntry],
+    body: Json,
+    policy: Policy,
+    trace: Trace,
+    *,
+    gate: Gate | None = None,
+    health: RouteHealth | None = None,
 ) -> ChatOutcome:
     """A non-streaming chat completion through the first backend that answers."""
 
@@ -255,12 +372,19 @@ async def run_chat(
             response.close()
         return adapter.parse_chat(raw, model=backend.target.model)
 
-    backend, result = await _attempts(candidates, policy, trace, attempt)
+    backend, result = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
     return ChatOutcome(backend, trace, result)
 
 
 async def run_embeddings(
-    upstream: UpstreamClient, candidates: Sequence[BackendEntry], body: Json, policy: Policy, trace: Trace
+    upstream: UpstreamClient,
+    candidates: Sequence[BackendEntry],
+    body: Json,
+    policy: Policy,
+    trace: Trace,
+    *,
+    gate: Gate | None = None,
+    health: RouteHealth | None = None,
 ) -> ChatOutcome:
     """An embeddings call through the first backend that answers."""
 
@@ -274,7 +398,7 @@ async def run_embeddings(
             response.close()
         return adapter.parse_embeddings(raw, model=backend.target.model)
 
-    backend, result = await _attempts(candidates, policy, trace, attempt)
+    backend, result = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
     return ChatOutcome(backend, trace, result)
 
 
@@ -286,6 +410,8 @@ async def open_stream(
     trace: Trace,
     *,
     include_usage: bool,
+    gate: Gate | None = None,
+    health: RouteHealth | None = None,
 ) -> StreamOutcome:
     """Open a stream and read up to its first chunk; failover is allowed only until then."""
 
@@ -319,6 +445,7 @@ async def open_stream(
             raise
         return StreamOutcome(backend, trace, first, decoder, response, chunks, deadline)
 
-    _, outcome = await _attempts(candidates, policy, trace, attempt)
+    _, outcome = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
     assert isinstance(outcome, StreamOutcome)
+    outcome._health = health
     return outcome

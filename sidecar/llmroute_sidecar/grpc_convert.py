@@ -11,6 +11,7 @@ caller; nothing here does I/O.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import struct
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal, get_args
@@ -87,13 +88,13 @@ _CACHE = {
 def hints_for(routing: pb.RoutingHints, metadata: Mapping[str, str], user: str) -> Hints:
     """Routing hints from x-llmroute-* metadata, overridden by the fields set in the request."""
     base = Hints.from_headers(metadata, {"user": user} if user else {})
-    return Hints(
+    return dataclasses.replace(
+        base,
         task=routing.task or base.task,
         tier=routing.tier or base.tier,
         tenant=routing.tenant or base.tenant,
         user=routing.user or base.user,
         no_cache=routing.no_cache or base.no_cache,
-        request_id=base.request_id,
     )
 
 

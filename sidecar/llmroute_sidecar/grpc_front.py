@@ -45,6 +45,7 @@ from .grpc_convert import (
 from .http_front import DEFAULT_MAX_BODY
 from .openai_api.errors import ApiError
 from .openai_api.validate import parse_chat, parse_embeddings
+from .routing import Decision
 from .service import Hints, RouteMeta, RouterService
 
 __all__ = ["ROUTER_SERVICE", "GrpcFront", "start_grpc", "status_code_for", "stop_grpc"]
@@ -160,12 +161,12 @@ class RouterServicer:
         started = time.monotonic()
         hints = self._hints(request, context)
 
-        async def call() -> tuple[StreamOutcome, ModelEntry]:
+        async def call() -> tuple[StreamOutcome, ModelEntry, Decision]:
             body = parse_chat(chat_body(request, stream=True))
             # gRPC streams always end with usage, so ask the decoder to keep the usage chunk.
             return await self._service.chat_stream(body, hints, include_usage=True)
 
-        outcome, entry = await self._guard(context, "ChatStream", call)
+        outcome, entry, _ = await self._guard(context, "ChatStream", call)
         failure = await self._relay(outcome, entry, hints, context, started)
         if failure is not None:
             await _abort(context, failure)

@@ -96,12 +96,13 @@ async def _stream(
     started = time.monotonic()
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    outcome, entry = await service.chat_stream(body, hints, include_usage=include_usage)
+    outcome, entry, decision = await service.chat_stream(body, hints, include_usage=include_usage)
     meta_headers = {
         "x-llmroute-backend": outcome.backend.name,
         "x-llmroute-region": outcome.backend.region,
         "x-llmroute-attempts": str(outcome.trace.attempts),
         "x-llmroute-cache": "off",
+        **decision.response_headers(debug=hints.debug),
     }
     response = web.StreamResponse(
         headers={"content-type": "text/event-stream", "cache-control": "no-cache", **meta_headers}

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .health.report import MetricsListener
+from .load.metrics import LoadMetrics
+from .routing.metrics import RoutingMetrics
+
 __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -86,3 +90,6 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge("llmroute_requests_in_flight", "Requests being served.", registry=r)
+        self.load = LoadMetrics(r)  # concurrency limits, queues, coalescing (load/metrics.py)
+        self.routing = RoutingMetrics(r)  # decisions, regions, context (routing/metrics.py)
+        self.health = MetricsListener(r)  # breakers, ejections, retries, fallbacks (health/report.py)

@@ -9,7 +9,10 @@ config snapshot once, so a config swap mid-request changes nothing for that requ
 from __future__ import annotations
 
 import base64
+import copy
+import dataclasses
 import logging
+import random
 import struct
 import time
 import uuid
@@ -28,12 +31,15 @@ from .attempts import (
     run_chat,
     run_embeddings,
 )
-from .candidates import NoCandidate, chat_candidates, embedding_candidates
 from .config.snapshot import BackendEntry, ModelEntry, Snapshot
 from .config.store import ConfigStore
+from .health import HealthBook, RouteHealth
+from .load import Coalescer, LoadLimits, LoadSettings, fingerprint, overloaded_error
 from .metrics import Metrics
 from .openai_api.errors import ApiError
 from .openai_api.validate import error_for_unknown_model
+from .routing import Availability, Decision, LatencyEstimate, RoutingRefused, plan
+from .routing.capabilities import Kind
 from .upstream import UpstreamClient
 from .usage import UsageBuffer, UsageRecord
 
@@ -53,6 +59,9 @@ class Hints:
     user: str = ""
     no_cache: bool = False
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    idempotency_key: str = ""  # Idempotency-Key: identical in-flight requests share one call
+    headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)  # for rules
+    debug: bool = False  # x-llmroute-debug: 1 asks for the x-llmroute-decision header
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], body: Json) -> Hints:
@@ -68,6 +77,9 @@ class Hints:
             user=user,
             no_cache=headers.get("x-llmroute-no-cache", "").lower() in ("1", "true", "yes"),
             request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+            idempotency_key=headers.get("idempotency-key", ""),
+            headers=headers,
+            debug=headers.get("x-llmroute-debug", "").lower() in ("1", "true", "yes"),
         )
 
 
@@ -80,6 +92,9 @@ class RouteMeta:
     attempts: int
     cost_usd: float | None
     cache: str = "off"
+    coalesced: bool = False  # this answer came from an identical request's upstream call
+    decision: Decision | None = None  # adds x-llmroute-truncated (and x-llmroute-decision if debug)
+    debug: bool = False
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -90,6 +105,10 @@ class RouteMeta:
         }
         if self.cost_usd is not None:
             out["x-llmroute-cost-usd"] = f"{self.cost_usd:.6f}"
+        if self.coalesced:
+            out["x-llmroute-coalesced"] = "true"
+        if self.decision is not None:
+            out.update(self.decision.response_headers(debug=self.debug))
         return out
 
 
@@ -97,12 +116,37 @@ class RouterService:
     """Serves chat and embeddings requests from the current config."""
 
     def __init__(
-        self, *, store: ConfigStore, upstream: UpstreamClient, metrics: Metrics, usage: UsageBuffer
+        self,
+        *,
+        store: ConfigStore,
+        upstream: UpstreamClient,
+        metrics: Metrics,
+        usage: UsageBuffer,
+        load: LoadSettings | None = None,
+        region: str = "",
     ) -> None:
         self.store = store
         self.upstream = upstream
         self.metrics = metrics
         self.usage = usage
+        self.region = region  # the --region flag; RouterConfig.region, when set, takes precedence
+        # The health tracker plugs in here: availability (breakers, ejection) and latency estimates.
+        self.availability: Availability | None = None
+        self.latency: LatencyEstimate | None = None
+        # One health book per sidecar (health/): breakers, Retry-After holds, latency, retry budgets.
+        self.health = HealthBook(listener=metrics.health)
+        if store.current is not None:
+            self.health.sync(store.current)
+        store.on_swap(self.health.sync)
+        self.availability = self.health.backend_available
+        self.latency = self.health.backend_latency
+        self.rng = random.Random()
+        # Per-backend concurrency limits follow config swaps; coalescing shares in-flight calls.
+        self.limits = LoadLimits(settings=load, metrics=metrics.load)
+        if store.current is not None:
+            self.limits.apply(store.current)
+        store.on_swap(self.limits.apply)
+        self.coalescer: Coalescer[tuple[Json, RouteMeta]] = Coalescer(on_join=metrics.load.coalesced.inc)
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -185,68 +229,133 @@ class RouterService:
     # -- calls ----------------------------------------------------------------------------------
 
     async def chat(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
+        if not hints.idempotency_key:
+            return await self._chat_once(body, hints)
+        # Accounting happens once, inside the shared call; followers get a copy of its answer.
+        key = (hints.tenant, hints.user, hints.idempotency_key)
+        (response, meta), joined = await self.coalescer.run(
+            key, fingerprint(body), lambda: self._chat_once(body, hints)
+        )
+        if not joined:
+            return response, meta
+        return copy.deepcopy(response), dataclasses.replace(meta, coalesced=True)
+
+    async def _chat_once(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
         started = time.monotonic()
         entry = self._entry(self._snapshot(), body["model"])
-        candidates = self._candidates(entry, body)
+        decision = self._plan(entry, body, hints, "chat")
         try:
             outcome: ChatOutcome = await run_chat(
-                self.upstream, candidates, body, Policy.from_route(entry.route), self._trace()
+                self.upstream,
+                decision.candidates,
+                decision.body,
+                Policy.from_route(entry.route),
+                self._trace(),
+                gate=self.limits.gate(hints.tier),
+                health=RouteHealth(self.health, entry.route.name),
             )
         except AllFailed as exc:
-            raise self._failure(entry, exc) from None
+            raise self._failure(entry, exc, decision) from None
         response = outcome.response
         response["model"] = response.get("model") or outcome.backend.target.model
         cost = self.account(entry, outcome.backend, hints, response.get("usage"), started, "ok")
         self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - started)
-        return response, RouteMeta(outcome.backend.name, outcome.backend.region, outcome.trace.attempts, cost)
+        return response, RouteMeta(
+            outcome.backend.name,
+            outcome.backend.region,
+            outcome.trace.attempts,
+            cost,
+            decision=decision,
+            debug=hints.debug,
+        )
 
     async def chat_stream(
         self, body: Json, hints: Hints, *, include_usage: bool
-    ) -> tuple[StreamOutcome, ModelEntry]:
+    ) -> tuple[StreamOutcome, ModelEntry, Decision]:
         started = time.monotonic()
         entry = self._entry(self._snapshot(), body["model"])
-        candidates = self._candidates(entry, body)
+        decision = self._plan(entry, body, hints, "chat", stream=True)
         try:
             outcome = await open_stream(
                 self.upstream,
-                candidates,
-                body,
+                decision.candidates,
+                decision.body,
                 Policy.from_route(entry.route),
                 self._trace(),
                 include_usage=include_usage,
+                gate=self.limits.gate(hints.tier),
+                health=RouteHealth(self.health, entry.route.name, stream=True),
             )
         except AllFailed as exc:
-            raise self._failure(entry, exc) from None
+            raise self._failure(entry, exc, decision) from None
         self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(time.monotonic() - started)
-        return outcome, entry
+        return outcome, entry, decision
 
     async def embeddings(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
         started = time.monotonic()
         entry = self._entry(self._snapshot(), body["model"])
-        try:
-            candidates = embedding_candidates(entry)
-        except NoCandidate as exc:
-            raise ApiError(400, str(exc), param="model", code="unsupported_model") from None
+        decision = self._plan(entry, body, hints, "embeddings")
         try:
             outcome = await run_embeddings(
-                self.upstream, candidates, body, Policy.from_route(entry.route), self._trace()
+                self.upstream,
+                decision.candidates,
+                body,
+                Policy.from_route(entry.route),
+                self._trace(),
+                gate=self.limits.gate(hints.tier),
+                health=RouteHealth(self.health, entry.route.name),
             )
         except AllFailed as exc:
-            raise self._failure(entry, exc) from None
+            raise self._failure(entry, exc, decision) from None
         cost = self.account(entry, outcome.backend, hints, outcome.response.get("usage"), started, "ok")
         if body.get("encoding_format") == "base64":
             _encode_base64(outcome.response)
         return outcome.response, RouteMeta(
-            outcome.backend.name, outcome.backend.region, outcome.trace.attempts, cost
+            outcome.backend.name,
+            outcome.backend.region,
+            outcome.trace.attempts,
+            cost,
+            decision=decision,
+            debug=hints.debug,
         )
 
-    def _candidates(self, entry: ModelEntry, body: Json) -> list[BackendEntry]:
+    def _plan(
+        self, entry: ModelEntry, body: Json, hints: Hints, kind: Kind, *, stream: bool = False
+    ) -> Decision:
+        """Candidates, their order and the body to send (``routing/planner.py``), with metrics."""
+        snapshot = self.store.current
+        region = (snapshot.config.region if snapshot is not None else "") or self.region
         try:
-            return chat_candidates(entry, body)
-        except NoCandidate as exc:
-            raise ApiError(400, str(exc), param="model", code="unsupported_capability") from None
+            decision = plan(
+                entry,
+                body,
+                hints,
+                kind=kind,
+                region=region,
+                stream=stream,
+                health=self.availability,
+                latency=self.latency,
+                rng=self.rng,
+            )
+        except RoutingRefused as exc:
+            self.metrics.routing.refused(entry.name, exc.reason)
+            self.metrics.errors.labels(entry.name, str(exc.status)).inc()
+            log.info("model %s: refused before any upstream call (%s): %s", entry.name, exc.reason, exc)
+            raise
+        self.metrics.routing.decided(decision)
+        if decision.truncated:
+            log.warning(
+                "model %s: dropped the %d oldest messages to fit a context window "
+                "(contextOverflow: truncate-oldest); request %s",
+                entry.name,
+                decision.truncated,
+                hints.request_id,
+            )
+        if hints.debug:
+            log.info("model %s: request %s: %s", entry.name, hints.request_id, decision.explain())
+        return decision
 
-    def _failure(self, entry: ModelEntry, exc: AllFailed) -> ApiError:
+    def _failure(self, entry: ModelEntry, exc: AllFailed, decision: Decision) -> ApiError:
         """The answer when no candidate served: 400 for the request's own fault, else 429/503."""
         final = exc.final
         kinds = {err.kind for _, err in exc.errors}
@@ -254,8 +363,12 @@ class RouterService:
             f"{name}: {err.kind.value}" + (f" ({err.status})" if err.status else "") + f" {err.message}"
             for name, err in exc.errors
         )
+        summary += decision.residency_note()
         log.warning("model %s: %s", entry.name, exc)
-        if final is not None and final.kind == ErrorKind.BAD_REQUEST:
+        overloaded = overloaded_error(entry.name, exc.errors)
+        if overloaded is not None:
+            error = overloaded
+        elif final is not None and final.kind == ErrorKind.BAD_REQUEST:
             error = ApiError(
                 400, f"the provider refused the request: {final.message}", code="upstream_bad_request"
             )

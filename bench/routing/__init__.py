@@ -1,0 +1,1 @@
+"""``python -m bench.routing``: the time :func:`llmroute_sidecar.routing.plan` adds per request."""

@@ -1,0 +1,248 @@
+"""Operator mode: the sidecar's client of the operator's config server (gRPC over TLS).
+
+``llmroute-sidecar --operator HOST:PORT --token-file F --ca-file F`` runs an :class:`OperatorClient`
+beside the servers of ``runtime.py``. On each connection it
+
+- reads the projected ServiceAccount token again (kubelet rotates it) and sends it as
+  ``authorization: Bearer`` metadata; the operator derives who we are from it (TokenReview), and the
+  ``Node`` we send (pod, namespace, node, region from the downward-API env) are only claims;
+- opens ``ConfigDiscovery.StreamConfig`` with the version it runs, applies every pushed config
+  through :meth:`ConfigStore.apply` and answers with an ACK, or a NACK carrying the
+  :class:`ConfigError` message (the store keeps the last good config);
+- opens ``UsageReporting.ReportUsage`` (``usage_reporter.py``) and resends what is unacknowledged.
+
+When the operator is gone the sidecar keeps serving its last good config and reconnects with full-jitter
+exponential backoff. Nothing here imports kopf or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from llmroute_proto.v1 import discovery_pb2 as dpb
+from llmroute_proto.v1 import discovery_pb2_grpc as dpb_grpc
+from llmroute_proto.v1 import usage_pb2_grpc as upb_grpc
+
+from .config.store import ConfigError, ConfigStore
+from .usage import UsageBuffer
+from .usage_reporter import UsageReporter
+
+__all__ = ["Backoff", "ClientSettings", "NodeInfo", "OperatorClient"]
+
+log = logging.getLogger(__name__)
+_INVALID_ARGUMENT = 3  # google.rpc.Code
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """Claims about this sidecar, from the downward API (the injected env)."""
+
+    id: str
+    pod_name: str = ""
+    namespace: str = ""
+    pod_uid: str = ""
+    node_name: str = ""
+    region: str = ""
+    version: str = "0.1.0"
+
+    @classmethod
+    def from_env(cls, *, region: str = "", environ: Mapping[str, str] | None = None) -> NodeInfo:
+        env = os.environ if environ is None else environ
+        return cls(
+            id=f"{env.get('POD_NAME') or 'sidecar'}-{uuid.uuid4().hex[:12]}",
+            pod_name=env.get("POD_NAME", ""),
+            namespace=env.get("POD_NAMESPACE", ""),
+            pod_uid=env.get("POD_UID", ""),
+            node_name=env.get("NODE_NAME", ""),
+            region=region,
+        )
+
+    def proto(self) -> dpb.Node:
+        return dpb.Node(
+            id=self.id,
+            pod_name=self.pod_name,
+            namespace=self.namespace,
+            pod_uid=self.pod_uid,
+            node_name=self.node_name,
+            region=self.region,
+            sidecar_version=self.version,
+        )
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Full-jitter exponential backoff: the n-th wait is uniform in [0, min(max, base * 2**n)]."""
+
+    base: float = 0.5
+    max: float = 30.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return rng.uniform(0, min(self.max, self.base * 2 ** min(attempt, 30)))
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    target: str  # host:port of the config server
+    token_file: Path
+    ca_file: Path
+    server_name: str | None = None  # TLS name to verify, when it differs from the target's host
+    backoff: Backoff = Backoff()
+    usage_interval: float = 0.5
+
+
+class OperatorClient:
+    """Keeps a sidecar subscribed to the operator; ``start()``/``stop()`` run it in the background."""
+
+    def __init__(
+        self,
+        *,
+        settings: ClientSettings,
+        node: NodeInfo,
+        store: ConfigStore,
+        usage: UsageBuffer,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.store = store
+        self.reporter = UsageReporter(buffer=usage, sidecar_id=node.id, interval=settings.usage_interval)
+        self._rng = rng or random.Random()
+        self._task: asyncio.Task[None] | None = None
+        self.connected = False
+        self.connects = 0
+        self.acks = 0
+        self.nacks = 0
+        self.last_error = ""
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def run(self) -> None:
+        """Connect, serve the streams, and reconnect with backoff, until cancelled."""
+        attempt = 0
+        while True:
+            try:
+                accepted = await self._session()
+                attempt = 0 if accepted else attempt + 1
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self.last_error = f"{exc.code().name}: {exc.details()}"
+                level = logging.ERROR if exc.code() in _REFUSED else logging.WARNING
+                log.log(level, "operator %s: %s", self.settings.target, self.last_error)
+                attempt += 1
+            except Exception as exc:
+                self.last_error = str(exc)
+                log.warning("operator %s: %s", self.settings.target, exc)
+                attempt += 1
+            finally:
+                self.connected = False
+            delay = self.settings.backoff.delay(attempt, self._rng)
+            log.info(
+                "reconnecting to the operator in %.2fs (serving config %s)",
+                delay,
+                self.store.version or "none",
+            )
+            await asyncio.sleep(delay)
+
+    def _channel(self) -> Any:
+        credentials = grpc.ssl_channel_credentials(root_certificates=self.settings.ca_file.read_bytes())
+        options: list[tuple[str, Any]] = [
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            # Our own backoff decides when to reconnect; the channel should not add its own.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+        ]
+        if self.settings.server_name:
+            options.append(("grpc.ssl_target_name_override", self.settings.server_name))
+        return grpc.aio.secure_channel(self.settings.target, credentials, options=options)
+
+    async def _session(self) -> bool:
+        """One connection; returns whether the server accepted it."""
+        token = self.settings.token_file.read_text().strip()  # re-read: projected tokens rotate
+        metadata = (("authorization", f"Bearer {token}"),)
+        self.connects += 1
+        accepted = False
+        async with self._channel() as channel:
+            call = dpb_grpc.ConfigDiscoveryStub(channel).StreamConfig(metadata=metadata)
+            usage_task: asyncio.Task[None] | None = None
+            try:
+                await call.write(dpb.ConfigRequest(node=self.node.proto(), version_info=self.store.version))
+                # The server sends its initial metadata once it has authenticated and accepted us.
+                if "x-llmroute-session" not in dict(await call.initial_metadata() or ()):
+                    await call.read()  # raises the refusal
+                    return False
+                self.connected = accepted = True
+                log.info(
+                    "connected to the operator %s (running %s)",
+                    self.settings.target,
+                    self.store.version or "-",
+                )
+                usage_task = asyncio.create_task(
+                    self._report_usage(upb_grpc.UsageReportingStub(channel), metadata)
+                )
+                while (response := await call.read()) is not grpc.aio.EOF:
+                    await call.write(self._apply(response))
+                # The server ended the stream cleanly (it is shutting down): reconnect.
+            finally:
+                self.connected = False
+                call.cancel()
+                if usage_task is not None:
+                    usage_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await usage_task
+        return accepted
+
+    def _apply(self, response: dpb.ConfigResponse) -> dpb.ConfigRequest:
+        try:
+            self.store.apply(response.config)
+        except ConfigError as exc:
+            self.nacks += 1
+            return dpb.ConfigRequest(
+                version_info=self.store.version,
+                response_nonce=response.nonce,
+                error_detail=dpb.ErrorDetail(code=_INVALID_ARGUMENT, message=str(exc)),
+            )
+        self.acks += 1
+        return dpb.ConfigRequest(version_info=response.version_info, response_nonce=response.nonce)
+
+    async def _report_usage(self, stub: Any, metadata: tuple[tuple[str, str], ...]) -> None:
+        """Keep a usage stream open while the connection lives (reopened if it breaks on its own)."""
+        while True:
+            call = stub.ReportUsage(metadata=metadata)
+            sender = asyncio.create_task(self.reporter.pump(call))
+            try:
+                while (ack := await call.read()) is not grpc.aio.EOF:
+                    self.reporter.ack(ack.acked_sequence)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.CANCELLED:
+                    return
+                log.warning("usage stream ended: %s %s", exc.code().name, exc.details())
+            finally:
+                sender.cancel()
+                call.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await sender
+            await asyncio.sleep(1.0)
+
+
+_REFUSED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)

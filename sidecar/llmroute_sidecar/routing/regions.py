@@ -1,0 +1,50 @@
+"""Residency and locality: which regions a route may send data to, and which it tries first.
+
+``regions.allowed`` is a hard filter. A backend outside it is never a candidate, not as a fallback
+and not when every allowed backend is down; the planner answers 503 rather than send a byte
+elsewhere. ``prefer_local`` is a soft preference: a stable partition that moves backends in the
+sidecar's own region ahead of the others and keeps the strategy's order within each group.
+Neighbours: ``planner.py`` applies both; the sidecar's region comes from ``RouterConfig.region``
+(the node's topology label, pushed by the operator) or the ``--region`` flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llmroute_proto.v1 import config_pb2 as pb
+
+from ..config.snapshot import BackendEntry
+
+__all__ = ["allowed", "prefer_local", "region_choice"]
+
+
+def allowed(
+    candidates: Sequence[BackendEntry], policy: pb.RegionPolicy
+) -> tuple[list[BackendEntry], list[BackendEntry]]:
+    """(kept, excluded): the backends in the allowed regions, and the others. No list: all kept."""
+    regions = policy.allowed
+    if not regions:
+        return list(candidates), []
+    kept: list[BackendEntry] = []
+    excluded: list[BackendEntry] = []
+    for backend in candidates:
+        (kept if backend.region in regions else excluded).append(backend)
+    return kept, excluded
+
+
+def prefer_local(candidates: Sequence[BackendEntry], region: str) -> list[BackendEntry]:
+    """Backends in ``region`` first, the others after, each group in its given order."""
+    if not region:
+        return list(candidates)
+    local = [b for b in candidates if b.region == region]
+    if not local or len(local) == len(candidates):
+        return list(candidates)
+    return local + [b for b in candidates if b.region != region]
+
+
+def region_choice(first: BackendEntry, region: str) -> str:
+    """Metric label for where the first candidate is: local, remote, or unknown (no own region)."""
+    if not region:
+        return "unknown"
+    return "local" if first.region == region else "remote"
