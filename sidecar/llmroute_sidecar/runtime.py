@@ -11,11 +11,11 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from .admin import make_admin_app
-from .config.standalone import StandaloneSource
 from .config.store import ConfigStore
 from .http_front import DEFAULT_MAX_BODY, make_http_app
 from .load import LoadSettings
@@ -24,6 +24,9 @@ from .operator_client import ClientSettings, NodeInfo, OperatorClient
 from .service import RouterService
 from .upstream import UpstreamClient, UpstreamClientName, make_upstream
 from .usage import UsageBuffer
+
+if TYPE_CHECKING:
+    from .config.standalone import StandaloneSource
 
 __all__ = ["Settings", "Sidecar", "split_addr"]
 
@@ -62,7 +65,10 @@ class Sidecar:
         self.settings = settings
         self.store = ConfigStore()
         self.metrics = Metrics()
-        self.usage = UsageBuffer()
+        # Usage records wait here for the operator. A standalone sidecar has nobody to report to, so
+        # it keeps only a short recent window (metrics carry the totals): a large backlog nobody
+        # drains would cost memory and lengthen every full garbage collection.
+        self.usage = UsageBuffer(capacity=100_000 if settings.operator is not None else 1_000)
         self.upstream: UpstreamClient = make_upstream(settings.upstream_client)
         self.service = RouterService(
             store=self.store,
@@ -98,6 +104,10 @@ class Sidecar:
 
     async def start(self) -> None:
         if self.settings.config_path is not None:
+            # Imported here: the YAML loader and compiler (pydantic, PyYAML) cost ~10 MB that an
+            # operator-fed sidecar never needs.
+            from .config.standalone import StandaloneSource
+
             self.source = StandaloneSource(
                 self.settings.config_path,
                 self.store,

@@ -146,6 +146,9 @@ class RouterService:
         if store.current is not None:
             self.limits.apply(store.current)
         store.on_swap(self.limits.apply)
+        # Resilience settings per route, built once per config rather than once per request.
+        self._policies: dict[int, tuple[object, Policy]] = {}
+        store.on_swap(lambda _snapshot: self._policies.clear())
         self.coalescer: Coalescer[tuple[Json, RouteMeta]] = Coalescer(on_join=metrics.load.coalesced.inc)
 
     # -- lookup ---------------------------------------------------------------------------------
@@ -165,6 +168,14 @@ class RouterService:
         if entry is None:
             raise error_for_unknown_model(model, snapshot.model_names())
         return entry
+
+    def _policy(self, entry: ModelEntry) -> Policy:
+        cached = self._policies.get(id(entry.route))
+        if cached is not None and cached[0] is entry.route:  # the identity check guards id() reuse
+            return cached[1]
+        policy = Policy.from_route(entry.route)
+        self._policies[id(entry.route)] = (entry.route, policy)
+        return policy
 
     def list_models(self) -> list[Json]:
         snapshot = self.store.current
@@ -249,7 +260,7 @@ class RouterService:
                 self.upstream,
                 decision.candidates,
                 decision.body,
-                Policy.from_route(entry.route),
+                self._policy(entry),
                 self._trace(),
                 gate=self.limits.gate(hints.tier),
                 health=RouteHealth(self.health, entry.route.name),
@@ -280,7 +291,7 @@ class RouterService:
                 self.upstream,
                 decision.candidates,
                 decision.body,
-                Policy.from_route(entry.route),
+                self._policy(entry),
                 self._trace(),
                 include_usage=include_usage,
                 gate=self.limits.gate(hints.tier),
@@ -300,7 +311,7 @@ class RouterService:
                 self.upstream,
                 decision.candidates,
                 body,
-                Policy.from_route(entry.route),
+                self._policy(entry),
                 self._trace(),
                 gate=self.limits.gate(hints.tier),
                 health=RouteHealth(self.health, entry.route.name),
