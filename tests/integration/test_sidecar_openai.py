@@ -378,3 +378,40 @@ async def test_not_ready_without_config(sidecar: SidecarFactory) -> None:
             model="chat", messages=[{"role": "user", "content": "x"}]
         )
     assert caught.value.status_code == 503
+
+
+async def test_azure_openai_backend(fake: FakeFactory, sidecar: SidecarFactory) -> None:
+    """Deployments in the path, api-version in the query, the api-key header: the Azure wire shape."""
+    azure = await fake("azure-openai", api_key="azure-key")
+    resources = route_yaml(
+        [
+            {
+                "name": "azure",
+                "provider": "azure-openai",
+                "model": "gpt-4o",
+                "endpoint": azure.url,
+                "key": "azure-key",
+                "deployment": "gpt4o-prod",
+            }
+        ]
+    )
+    instance = await sidecar(resources)
+    client = client_for(instance)
+    completion = await client.chat.completions.create(
+        model="chat", messages=[{"role": "user", "content": "hi azure"}]
+    )
+    assert "hi azure" in (completion.choices[0].message.content or "")
+    stream = await client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "stream azure"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = [c async for c in stream]
+    assert "stream azure" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert chunks[-1].usage is not None
+    request = azure.requests[0]
+    assert request.path == "/openai/deployments/gpt4o-prod/chat/completions"
+    assert request.query["api-version"] == "2024-10-21"
+    assert request.headers["api-key"] == "azure-key"
+    assert "authorization" not in {k.lower() for k in request.headers}
