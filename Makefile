@@ -24,7 +24,7 @@ help:
 	@echo "make test-unit | test-integration | test-e2e    one tier"
 	@echo "make lint | typecheck | proto | crds | check-generated"
 	@echo "make controlplane | cluster-up | cluster-down    the local kube-apiserver + etcd"
-	@echo "make bench-overhead | bench-overhead-quick | bench-routing | bench-gc    benchmarks (not part of make test)"
+	@echo "make bench-overhead | bench-overhead-quick | bench-routing | bench-propagation | bench-gc    benchmarks (not part of make test)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -101,6 +101,10 @@ bench-overhead-quick: $(STAMP)
 .PHONY: bench-routing
 bench-routing: $(STAMP)
 	@$(PY) -m bench.routing
+
+.PHONY: bench-propagation
+bench-propagation: $(STAMP) controlplane
+	@$(PY) -m bench.propagation
 
 .PHONY: bench-gc
 bench-gc: $(STAMP)

@@ -1,41 +1,109 @@
-"""``make demo``: llmroute end to end on an embedded local control plane, as far as it is built.
+"""``make demo``: llmroute's main job end to end, on an embedded local control plane.
 
 1. start a real kube-apiserver + etcd on loopback (built from the Go module proxy on first use);
-2. install the CRDs, apply a route and a budget, and show ``kubectl get llm`` and a refused bad route;
-3. start two fake providers (OpenAI and Anthropic wire protocols) and a sidecar that runs from the
-   route and Secret exported from the cluster, in standalone mode;
-4. drive the sidecar with the official ``openai`` SDK: a plain answer, a stream, and a failover
-   when the primary provider starts failing; then show its metrics.
+2. install the CRDs and start the operator (``llmroute-operator --dev``: webhooks and the config
+   server on 127.0.0.1 with a self-signed CA);
+3. apply a route over two providers, its Secret and a budget; show a bad route refused at apply;
+4. create a Pod in the opted-in namespace and show the sidecar the webhook injected;
+5. start a real sidecar process for that Pod (``llmroute-sidecar --operator`` with a projected-style
+   token bound to the Pod): the operator verifies it and pushes the route; ``kubectl get llm`` shows
+   it synced;
+6. drive the sidecar with the official ``openai`` SDK: a plain answer, a stream, a failover when the
+   primary provider fails; the sidecar reports usage and the budget's SPENT moves;
+7. change the route and time apply → sidecar ACK.
 
-The operator that compiles and pushes routes to sidecars is issue #6: until it lands, step 3 reads
-the applied resources back from the API server instead of receiving a push, and says so.
+Providers are fake (they speak the real OpenAI and Anthropic wire protocols); everything else is real.
+Everything the demo starts stops when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import json
 import os
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
-import aiohttp
 import openai
 
 from llmroute_operator.devcluster import binaries
+from llmroute_operator.devcluster.kubectl import Kubectl
 from llmroute_operator.devcluster.target import open_cluster
 from llmroute_sidecar.fake_providers.server import FakeProvider
-from llmroute_sidecar.runtime import Settings, Sidecar
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "llmroute-demo"
+T = TypeVar("T")
 
 
 def say(text: str) -> None:
     print(f"\n\033[1m==> {text}\033[0m", flush=True)
 
 
-def route_yaml(openai_url: str, anthropic_url: str) -> str:
+def show(text: str) -> None:
+    print("   " + text.rstrip().replace("\n", "\n   "), flush=True)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise SystemExit(f"demo: timed out waiting for {what}")
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+    except OSError:
+        return 0, ""
+
+
+def _die_with_parent() -> None:
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def child(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def resources(openai_url: str, anthropic_url: str, order: str = "gpt4o, claude") -> str:
     return f"""
 apiVersion: v1
 kind: Secret
@@ -46,10 +114,11 @@ apiVersion: llmroute.io/v1alpha1
 kind: LLMRoute
 metadata: {{name: chat, namespace: {NS}}}
 spec:
+  workloadSelector: {{matchLabels: {{app: chatbot}}}}
   models:
   - name: chat
     strategy: fallback
-    backends: [gpt4o, claude]
+    backends: [{order}]
   backends:
   - name: gpt4o
     provider: openai
@@ -57,14 +126,14 @@ spec:
     endpoint: {openai_url}
     region: us-east-1
     credentialsRef: {{name: providers, key: openai}}
-    pricing: {{inputPerMillion: 2.5, outputPerMillion: 10}}
+    pricing: {{inputPerMillion: 2500, outputPerMillion: 10000}}
   - name: claude
     provider: anthropic
     model: claude-sonnet-4-6
     endpoint: {anthropic_url}
     region: eu-west-1
     credentialsRef: {{name: providers, key: anthropic}}
-    pricing: {{inputPerMillion: 3, outputPerMillion: 15}}
+    pricing: {{inputPerMillion: 3000, outputPerMillion: 15000}}
   resilience:
     timeout: {{perAttempt: 5s, total: 20s}}
     retries: {{attempts: 1, backoff: {{base: 50ms, max: 200ms}}}}
@@ -76,7 +145,6 @@ spec:
   scope: {{routes: [chat]}}
   period: {{type: daily, timezone: Europe/Berlin}}
   limits: {{soft: "80", hard: "100"}}
-  onSoftLimit: {{downgradeTo: small}}
 """
 
 
@@ -85,132 +153,177 @@ apiVersion: llmroute.io/v1alpha1
 kind: LLMRoute
 metadata: {{name: broken, namespace: {NS}}}
 spec:
-  models: [{{name: chat, strategy: weighted, split: [{{backend: a, weight: 70}}, {{backend: a, weight: 20}}]}}]
-  backends: [{{name: a, provider: openai, model: gpt-4o, credentialsRef: {{name: providers}}}}]
+  models: [{{name: other, backends: [a]}}]
+  backends: [{{name: a, provider: openai, model: gpt-4o, credentialsRef: {{name: providers, key: azure}}}}]
 """
 
 
-async def drive(sidecar: Sidecar, primary: FakeProvider) -> None:
-    client = openai.AsyncOpenAI(
-        base_url=f"http://127.0.0.1:{sidecar.http_port}/v1", api_key="unused", max_retries=0
-    )
-    say("app: a plain chat completion through the sidecar (official openai SDK, base_url=localhost)")
+async def app_calls(base_url: str, primary: FakeProvider) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    say("app: a chat completion through the sidecar (official openai SDK, base_url=localhost)")
     raw = await client.chat.completions.with_raw_response.create(
         model="chat", messages=[{"role": "user", "content": "What is a service mesh?"}]
     )
-    answer = raw.parse()
-    print(f"   answer : {answer.choices[0].message.content}")
+    show(f"answer : {raw.parse().choices[0].message.content}")
     for header in ("x-llmroute-backend", "x-llmroute-region", "x-llmroute-attempts", "x-llmroute-cost-usd"):
-        print(f"   {header}: {raw.headers.get(header)}")
-
+        show(f"{header}: {raw.headers.get(header)}")
     say("app: a streamed answer")
     stream = await client.chat.completions.create(
-        model="chat",
-        messages=[{"role": "user", "content": "stream a short answer"}],
-        stream=True,
-        stream_options={"include_usage": True},
+        model="chat", messages=[{"role": "user", "content": "stream a short answer"}], stream=True
     )
-    text, usage = [], None
-    async for chunk in stream:
-        if chunk.choices:
-            text.append(chunk.choices[0].delta.content or "")
-        usage = chunk.usage or usage
-    print(f"   streamed: {''.join(text)}")
-    print(f"   usage   : {usage.total_tokens if usage else '?'} tokens")
-
+    show("streamed: " + "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]))
     say("the OpenAI provider starts failing with 503s: the sidecar retries, then fails over to Anthropic")
     primary.set_faults("status=503")
     raw = await client.chat.completions.with_raw_response.create(
         model="chat", messages=[{"role": "user", "content": "are you still there?"}]
     )
-    print(f"   answer : {raw.parse().choices[0].message.content}")
-    print(
-        f"   x-llmroute-backend : {raw.headers.get('x-llmroute-backend')}  (attempts: {raw.headers.get('x-llmroute-attempts')})"
+    show(f"answer : {raw.parse().choices[0].message.content}")
+    show(
+        f"x-llmroute-backend: {raw.headers.get('x-llmroute-backend')} (attempts {raw.headers.get('x-llmroute-attempts')})"
     )
     primary.set_faults(None)
 
-    say(f"sidecar metrics (http://127.0.0.1:{sidecar.admin_port}/metrics)")
-    url = f"http://127.0.0.1:{sidecar.admin_port}/metrics"
-    async with aiohttp.ClientSession() as session, session.get(url) as response:
-        metrics = await response.text()
-    for line in metrics.splitlines():
-        if line.startswith(
-            ("llmroute_requests_total", "llmroute_upstream_attempts_total", "llmroute_cost_usd_total")
-        ):
-            print(f"   {line}")
 
-
-async def run_data_plane(cluster_resources: Path, primary: FakeProvider, secondary: FakeProvider) -> None:
-    sidecar = Sidecar(
-        Settings(
-            config_path=cluster_resources,
-            http_addr="127.0.0.1:0",
-            grpc_addr="127.0.0.1:0",
-            admin_addr="127.0.0.1:0",
-            watch_seconds=0,
-        )
+def run(
+    kubectl: Kubectl, kubeconfig: Path, work: Path, primary: FakeProvider, secondary: FakeProvider
+) -> None:
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    say("kubectl apply -f crds/")
+    show(kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds")).stdout)
+    kubectl.run(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/llmroutes.llmroute.io",
+        "crd/llmbudgets.llmroute.io",
     )
-    await sidecar.start()
-    try:
-        if sidecar.store.current is None:
-            raise SystemExit(f"the sidecar refused the config: {sidecar.store.last_error}")
-        print(f"   sidecar: http 127.0.0.1:{sidecar.http_port}, config {sidecar.store.version}")
-        await drive(sidecar, primary)
-    finally:
-        await sidecar.stop(grace=1)
+    kubectl.run("create", "namespace", NS)
+    kubectl.run("label", "namespace", NS, "llmroute.io/injection=enabled")
+    kubectl.run("create", "serviceaccount", "chatbot", "-n", NS)
+
+    ca = work / "ca.crt"
+    ports = {name: free_port() for name in ("webhook", "config", "metrics")}
+    say(
+        "starting the operator: llmroute-operator --dev (webhooks + config server on 127.0.0.1, self-signed CA)"
+    )
+    operator_cmd = [
+        sys.executable, "-m", "llmroute_operator", "--dev", "--ca-out", str(ca), "--namespace", NS,
+        "--webhook-addr", f"127.0.0.1:{ports['webhook']}", "--config-addr", f"127.0.0.1:{ports['config']}",
+        "--metrics-addr", f"127.0.0.1:{ports['metrics']}", "--config-host", f"127.0.0.1:{ports['config']}",
+    ]  # fmt: skip
+    with child(operator_cmd, work / "operator.log", env) as operator:
+        started = time.monotonic()
+        wait_for(
+            "the operator's /readyz",
+            lambda: (
+                operator.poll() is None and http_get(f"http://127.0.0.1:{ports['metrics']}/readyz")[0] == 200
+            ),
+            120,
+        )
+        show(f"operator ready in {time.monotonic() - started:.1f}s (logs: {work / 'operator.log'})")
+
+        say(f"kubectl apply: a route over two providers, its Secret and a budget (namespace {NS})")
+        show(kubectl.run("apply", "-f", "-", input=resources(primary.base_url, secondary.url)).stdout)
+        say("kubectl apply of a route whose Secret lacks the key is refused by the validating webhook")
+        show(kubectl.run("apply", "-f", "-", input=BAD_ROUTE, check=False).stderr)
+
+        say("a Pod labelled app=chatbot is created: the mutating webhook injects the sidecar")
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "chatbot-0", "namespace": NS, "labels": {"app": "chatbot"}},
+            "spec": {"serviceAccountName": "chatbot", "containers": [{"name": "app", "image": "example.test/chatbot:1"}]},
+        }  # fmt: skip
+        created = kubectl.create(pod)
+        init = created["spec"].get("initContainers", [])
+        show(f"initContainers: {[(c['name'], c.get('restartPolicy')) for c in init]}")
+        app_env = [
+            e for e in created["spec"]["containers"][0].get("env", []) if e["name"] == "OPENAI_BASE_URL"
+        ]
+        show(f"app env: {app_env}")
+
+        say("the sidecar for that Pod starts (no kubelet here, so the demo runs it) and dials the operator")
+        token = kubectl.run(
+            "create", "token", "chatbot", "-n", NS, "--audience", "llmroute",
+            "--bound-object-kind", "Pod", "--bound-object-name", "chatbot-0", "--duration", "1h",
+        ).stdout.strip()  # fmt: skip
+        (work / "token").write_text(token)
+        side = {name: free_port() for name in ("http", "grpc", "admin")}
+        sidecar_cmd = [
+            sys.executable, "-m", "llmroute_sidecar", "--operator", f"127.0.0.1:{ports['config']}",
+            "--token-file", str(work / "token"), "--ca-file", str(ca),
+            "--http-addr", f"127.0.0.1:{side['http']}", "--grpc-addr", f"127.0.0.1:{side['grpc']}",
+            "--admin-addr", f"127.0.0.1:{side['admin']}",
+        ]  # fmt: skip
+        sidecar_env = {**env, "POD_NAME": "chatbot-0", "POD_NAMESPACE": NS}
+        with child(sidecar_cmd, work / "sidecar.log", sidecar_env) as sidecar:
+
+            def config_version() -> str | None:
+                status, body = http_get(f"http://127.0.0.1:{side['admin']}/config_dump")
+                if status != 200 or sidecar.poll() is not None:
+                    return None
+                dump: dict[str, Any] = json.loads(body)
+                return str(dump["version"]) if dump.get("config") and dump["config"].get("routes") else None
+
+            version = wait_for("the pushed config", config_version, 60)
+            show(f"sidecar runs config {version}")
+            wait_for(
+                "status SYNCED 1/1", lambda: "1/1" in kubectl.run("get", "llmr", "chat", "-n", NS).stdout, 30
+            )
+            say(f"kubectl get llm -n {NS}")
+            show(kubectl.run("get", "llm", "-n", NS).stdout)
+
+            asyncio.run(app_calls(f"http://127.0.0.1:{side['http']}/v1", primary))
+
+            say(
+                "the sidecar reports usage to the operator; the budget's SPENT follows (prices are inflated for the demo)"
+            )
+            wait_for(
+                "spend in LLMBudget.status",
+                lambda: (
+                    kubectl.json("get", "llmb", "chat-daily", "-n", NS).get("status", {}).get("spent")
+                    not in (None, "0", "0.00")
+                ),
+                60,
+            )
+            show(kubectl.run("get", "llmb", "-n", NS).stdout)
+
+            say("kubectl apply of a changed route (claude first): time until the sidecar ACKs the new config")
+            before = config_version()
+            applied = time.monotonic()
+            kubectl.run(
+                "apply", "-f", "-", input=resources(primary.base_url, secondary.url, order="claude, gpt4o")
+            )
+            after = wait_for("the new version", lambda: (v := config_version()) and v != before and v, 30)
+            show(f"config {before} -> {after} in {1000 * (time.monotonic() - applied):.0f} ms")
+            client = openai.OpenAI(
+                base_url=f"http://127.0.0.1:{side['http']}/v1", api_key="unused", max_retries=0
+            )
+            raw = client.chat.completions.with_raw_response.create(
+                model="chat", messages=[{"role": "user", "content": "who answers now?"}]
+            )
+            show(f"x-llmroute-backend: {raw.headers.get('x-llmroute-backend')}")
 
 
-async def main_async(workdir: Path) -> None:
+async def _providers() -> tuple[FakeProvider, FakeProvider]:
     primary = FakeProvider("openai", api_key="sk-demo-openai")
     secondary = FakeProvider("anthropic", api_key="sk-ant-demo")
-    await primary.start()
-    await secondary.start()
-    try:
-        say("control plane: building or finding kube-apiserver and etcd (the first build takes ~5 minutes)")
-        binaries.ensure(os.environ, with_helm=False)
-        with open_cluster(os.environ) as cluster:
-            print(f"   {cluster.description}")
-            kubectl = cluster.kubectl
-            say("kubectl apply -f crds/")
-            print(kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds")).stdout.rstrip())
-            kubectl.run(
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/llmroutes.llmroute.io",
-                "crd/llmbudgets.llmroute.io",
-            )
-            kubectl.run("create", "namespace", NS)
-            say(f"kubectl apply: a route over two providers, its Secret and a budget (namespace {NS})")
-            print(
-                kubectl.run(
-                    "apply", "-f", "-", input=route_yaml(primary.base_url, secondary.url)
-                ).stdout.rstrip()
-            )
-            say("kubectl apply of a bad route is refused, naming the field")
-            refused = kubectl.run("apply", "-f", "-", input=BAD_ROUTE, check=False)
-            print("   " + refused.stderr.strip().replace("\n", "\n   "))
-            say(f"kubectl get llm -n {NS}")
-            print(kubectl.run("get", "llm", "-n", NS).stdout.rstrip())
-            say(
-                "sidecar: the operator push is not built yet (issue #6); the sidecar runs from the applied resources"
-            )
-            exported = workdir / "resources.yaml"
-            exported.write_text(
-                kubectl.run("get", "llmroute,llmbudget,secret", "-n", NS, "-o", "yaml").stdout
-            )
-            await run_data_plane(exported, primary, secondary)
-    finally:
-        await primary.stop()
-        await secondary.stop()
+    return primary, secondary
 
 
 def main() -> int:
-    import tempfile
-
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="llmroute-demo-") as tmp:
-        asyncio.run(main_async(Path(tmp)))
+    say("control plane: building or finding kube-apiserver and etcd (the first build takes ~5 minutes)")
+    binaries.ensure(os.environ, with_helm=False)
+    primary, secondary = asyncio.run(_providers())
+    primary.start_in_thread()
+    secondary.start_in_thread()
+    try:
+        with tempfile.TemporaryDirectory(prefix="llmroute-demo-") as tmp, open_cluster(os.environ) as cluster:
+            show(cluster.description)
+            run(cluster.kubectl, cluster.kubeconfig, Path(tmp), primary, secondary)
+    finally:
+        primary.stop_thread()
+        secondary.stop_thread()
     say(f"demo finished in {time.monotonic() - started:.1f}s; everything it started has stopped")
     return 0
 

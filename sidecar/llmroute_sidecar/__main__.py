@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .http_front import DEFAULT_MAX_BODY
 from .load import LoadSettings
-from .operator_client import ClientSettings
+from .operator_settings import Backoff, ClientSettings
 from .runtime import Settings, Sidecar
 from .upstream import UPSTREAM_CLIENTS
 
@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("LLMROUTE_OPERATOR_SERVER_NAME"),
         help="TLS name to verify on the operator's certificate, if not the --operator host "
         "[LLMROUTE_OPERATOR_SERVER_NAME]",
+    )
+    source.add_argument(
+        "--operator-backoff-max",
+        type=float,
+        default=float(_env("LLMROUTE_OPERATOR_BACKOFF_MAX", "30") or 30),
+        help="longest wait between reconnects to the operator, seconds (full jitter, from 0.5 s doubling) "
+        "[LLMROUTE_OPERATOR_BACKOFF_MAX]",
     )
     parser.add_argument(
         "--namespace",
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             token_file=Path(args.token_file),
             ca_file=Path(args.ca_file),
             server_name=args.operator_server_name or None,
+            backoff=Backoff(max=max(0.5, args.operator_backoff_max)),
         )
     elif not args.config:
         print("llmroute-sidecar: give --config PATH (or LLMROUTE_CONFIG)", file=sys.stderr)

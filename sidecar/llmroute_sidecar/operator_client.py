@@ -20,12 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,6 +30,7 @@ from llmroute_proto.v1 import discovery_pb2_grpc as dpb_grpc
 from llmroute_proto.v1 import usage_pb2_grpc as upb_grpc
 
 from .config.store import ConfigError, ConfigStore
+from .operator_settings import Backoff, ClientSettings, NodeInfo
 from .usage import UsageBuffer
 from .usage_reporter import UsageReporter
 
@@ -42,63 +38,6 @@ __all__ = ["Backoff", "ClientSettings", "NodeInfo", "OperatorClient"]
 
 log = logging.getLogger(__name__)
 _INVALID_ARGUMENT = 3  # google.rpc.Code
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """Claims about this sidecar, from the downward API (the injected env)."""
-
-    id: str
-    pod_name: str = ""
-    namespace: str = ""
-    pod_uid: str = ""
-    node_name: str = ""
-    region: str = ""
-    version: str = "0.1.0"
-
-    @classmethod
-    def from_env(cls, *, region: str = "", environ: Mapping[str, str] | None = None) -> NodeInfo:
-        env = os.environ if environ is None else environ
-        return cls(
-            id=f"{env.get('POD_NAME') or 'sidecar'}-{uuid.uuid4().hex[:12]}",
-            pod_name=env.get("POD_NAME", ""),
-            namespace=env.get("POD_NAMESPACE", ""),
-            pod_uid=env.get("POD_UID", ""),
-            node_name=env.get("NODE_NAME", ""),
-            region=region,
-        )
-
-    def proto(self) -> dpb.Node:
-        return dpb.Node(
-            id=self.id,
-            pod_name=self.pod_name,
-            namespace=self.namespace,
-            pod_uid=self.pod_uid,
-            node_name=self.node_name,
-            region=self.region,
-            sidecar_version=self.version,
-        )
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Full-jitter exponential backoff: the n-th wait is uniform in [0, min(max, base * 2**n)]."""
-
-    base: float = 0.5
-    max: float = 30.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        return rng.uniform(0, min(self.max, self.base * 2 ** min(attempt, 30)))
-
-
-@dataclass(frozen=True)
-class ClientSettings:
-    target: str  # host:port of the config server
-    token_file: Path
-    ca_file: Path
-    server_name: str | None = None  # TLS name to verify, when it differs from the target's host
-    backoff: Backoff = Backoff()
-    usage_interval: float = 0.5
 
 
 class OperatorClient:
@@ -186,7 +125,7 @@ class OperatorClient:
             call = dpb_grpc.ConfigDiscoveryStub(channel).StreamConfig(metadata=metadata)
             usage_task: asyncio.Task[None] | None = None
             try:
-                await call.write(dpb.ConfigRequest(node=self.node.proto(), version_info=self.store.version))
+                await call.write(dpb.ConfigRequest(node=_node(self.node), version_info=self.store.version))
                 # The server sends its initial metadata once it has authenticated and accepted us.
                 if "x-llmroute-session" not in dict(await call.initial_metadata() or ()):
                     await call.read()  # raises the refusal
@@ -208,8 +147,7 @@ class OperatorClient:
                 call.cancel()
                 if usage_task is not None:
                     usage_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await usage_task
+                    await asyncio.wait({usage_task})  # not `await usage_task`: that would eat our own cancel
         return accepted
 
     def _apply(self, response: dpb.ConfigResponse) -> dpb.ConfigRequest:
@@ -240,9 +178,20 @@ class OperatorClient:
             finally:
                 sender.cancel()
                 call.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await sender
+                await asyncio.wait({sender})
             await asyncio.sleep(1.0)
+
+
+def _node(node: NodeInfo) -> dpb.Node:
+    return dpb.Node(
+        id=node.id,
+        pod_name=node.pod_name,
+        namespace=node.namespace,
+        pod_uid=node.pod_uid,
+        node_name=node.node_name,
+        region=node.region,
+        sidecar_version=node.version,
+    )
 
 
 _REFUSED = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)

@@ -20,13 +20,14 @@ from .config.store import ConfigStore
 from .http_front import DEFAULT_MAX_BODY, make_http_app
 from .load import LoadSettings
 from .metrics import Metrics
-from .operator_client import ClientSettings, NodeInfo, OperatorClient
+from .operator_settings import ClientSettings, NodeInfo
 from .service import RouterService
 from .upstream import UpstreamClient, UpstreamClientName, make_upstream
 from .usage import UsageBuffer
 
 if TYPE_CHECKING:
     from .config.standalone import StandaloneSource
+    from .operator_client import OperatorClient
 
 __all__ = ["Settings", "Sidecar", "split_addr"]
 
@@ -86,7 +87,7 @@ class Sidecar:
         self.admin_port = 0
         self.grpc_port = 0
         self.source: StandaloneSource | None = None
-        self.operator: OperatorClient | None = None
+        self.operator: OperatorClient | None = None  # operator mode: the config server's client
 
     def _on_swap(self, snapshot: object) -> None:
         self.metrics.config_info.clear()
@@ -129,6 +130,8 @@ class Sidecar:
 
             self._grpc, self.grpc_port = await start_grpc(self.service, self.settings.grpc_addr)
         if self.settings.operator is not None:
+            from .operator_client import OperatorClient  # loads grpc: only in operator mode
+
             node = self.settings.node or NodeInfo.from_env(region=self.settings.region)
             self.operator = OperatorClient(
                 settings=self.settings.operator, node=node, store=self.store, usage=self.usage

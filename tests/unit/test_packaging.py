@@ -81,6 +81,7 @@ def test_operator_extra_does_pull_kopf() -> None:
 def test_sidecar_import_loads_no_operator_code() -> None:
     code = (
         "import sys, llmroute_sidecar, llmroute_sidecar.__main__, llmroute_proto.api, llmroute_proto.api.loader\n"
+        "import llmroute_sidecar.operator_client, llmroute_sidecar.usage_reporter, llmroute_sidecar.runtime\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
         "{'kopf', 'kubernetes', 'kubernetes_asyncio', 'llmroute_operator'})\n"
         "print(','.join(bad))\n"

@@ -1,0 +1,5 @@
+"""``python -m bench.propagation``."""
+
+from .run import main
+
+raise SystemExit(main())

@@ -1,0 +1,412 @@
+"""The operator, composed: index, config hub and server, budgets, kopf handlers, webhooks, status.
+
+:func:`run` builds every part with its collaborators passed in, starts them in dependency order and
+stops them in reverse on SIGTERM/SIGINT (or when ``stop`` is set):
+
+1. ``/readyz`` turns 503, and the status writers and the leadership observer stop;
+2. the config server drains (streams get ``grace`` seconds, sidecars reconnect elsewhere);
+3. kopf stops: watches end and, in ``--dev``, it removes the webhooks it registered;
+4. the budget service writes the spend it counted since the last write, and the hub stops.
+
+kopf runs in-process with its own :class:`kopf.OperatorRegistry` (handlers are closures over the
+parts, no module globals) through :func:`kopf.spawn_tasks`/:func:`kopf.run_tasks`, so this module, not
+kopf, owns the signals and the order above. Tasks that exist before kopf starts are excluded from
+kopf's final sweep of "hung" tasks, which is why every long-lived part starts first.
+
+``--dev``: one throw-away CA (``certs.py``) signs the certificate of both servers; kopf serves the
+webhooks on 127.0.0.1 and registers the Validating/MutatingWebhookConfiguration ``llmroute.io`` itself
+(``settings.admission.managed``); the CA is written to ``--ca-out``. Otherwise the serving certificate
+comes from ``--tls-cert/--tls-key`` and the webhook configurations from the Helm chart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import kopf
+
+from .budgets import BudgetService
+from .certs import make_dev_certificates
+from .configserver import ConfigHub, ConfigServer, ServerTls
+from .handlers.budgets import BudgetBook, BudgetEvents, BudgetStatus, make_persist, register_budget_handlers
+from .handlers.routes import RouteBook, RouteStatus, register_route_handlers
+from .handlers.secrets import register_secret_handlers
+from .handlers.status import StatusWriter
+from .handlers.sync import InitialSync
+from .index import ClusterIndex
+from .kube import KubeClient, KubeError
+from .leadership import Leadership, start_priority
+from .metrics import OperatorMetrics, ProbeServer, split_addr
+from .settings import OperatorSettings
+from .webhooks.admission import register_validation_webhooks
+from .webhooks.inject import InjectionConfig
+from .webhooks.pods import CaPublisher, register_injection_webhook
+
+__all__ = ["MANAGED_WEBHOOKS", "Operator", "run"]
+
+log = logging.getLogger(__name__)
+
+MANAGED_WEBHOOKS = "llmroute.io"  # name of the webhook configurations kopf manages in --dev
+WEBHOOK_IDS = ("validate-llmroute", "validate-llmbudget", "inject-sidecar")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("llmroute")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
+
+@dataclass
+class _Tls:
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes | None
+    cert_file: Path
+    key_file: Path
+    ca_file: Path | None
+
+
+def _tls(settings: OperatorSettings, workdir: Path) -> _Tls:
+    if settings.dev:
+        certs = make_dev_certificates()
+        ca_file, cert_file, key_file = certs.write(workdir)
+        if settings.ca_out is not None:
+            settings.ca_out.parent.mkdir(parents=True, exist_ok=True)
+            settings.ca_out.write_bytes(certs.ca_pem)
+        return _Tls(certs.cert_pem, certs.key_pem, certs.ca_pem, cert_file, key_file, ca_file)
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise SystemExit("llmroute-operator: --tls-cert and --tls-key are required (or run with --dev)")
+    ca = settings.tls_ca.read_bytes() if settings.tls_ca is not None else None
+    return _Tls(
+        settings.tls_cert.read_bytes(),
+        settings.tls_key.read_bytes(),
+        ca,
+        settings.tls_cert,
+        settings.tls_key,
+        settings.tls_ca,
+    )
+
+
+def _operator_address(settings: OperatorSettings, port: int) -> str:
+    """What injected sidecars dial: --config-host, else 127.0.0.1 (dev) or the Service's DNS name."""
+    if settings.config_host:
+        return settings.config_host
+    if settings.dev:
+        return f"127.0.0.1:{port}"
+    if settings.webhook_service:
+        namespace, _, name = settings.webhook_service.partition("/")
+        return f"{name}.{namespace}.svc:{port}"
+    return f"llmroute-operator.{os.environ.get('POD_NAMESPACE', 'llmroute-system')}.svc:{port}"
+
+
+@dataclass
+class Operator:
+    """The running parts (what tests and the benchmark reach into)."""
+
+    settings: OperatorSettings
+    kube: KubeClient
+    index: ClusterIndex
+    metrics: OperatorMetrics
+    routes: RouteBook
+    budgets_book: BudgetBook
+    initial: InitialSync
+    leadership: Leadership
+    hub: ConfigHub
+    budgets: BudgetService
+    server: ConfigServer
+    probes: ProbeServer
+    route_writer: StatusWriter
+    budget_writer: StatusWriter
+    webhook_url: str = ""
+    webhooks_registered: asyncio.Event = field(default_factory=asyncio.Event)
+    config_port: int = 0
+    stopping: bool = False
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.stopping:
+            return False, "stopping"
+        if not self.leadership.leader:
+            return False, "standby: another replica leads (or peering has not started yet)"
+        if not self.initial.done.is_set():
+            return False, "initial sync in progress"
+        if self.settings.dev and not self.webhooks_registered.is_set():
+            return False, "webhooks not registered yet"
+        return True, "ok"
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host or "0.0.0.0", 0))
+        return int(probe.getsockname()[1])
+
+
+def _webhook_server(settings: OperatorSettings, tls: _Tls) -> tuple[kopf.WebhookServer, str]:
+    """kopf's webhook server for ``--webhook-addr`` (port 0: a free one), and the URL it announces."""
+    host, port = split_addr(settings.webhook_addr, default_host="")
+    port = port or _free_port(host)
+    announced = settings.webhook_host or (host if host not in ("", "0.0.0.0", "::") else None)
+    server = kopf.WebhookServer(
+        addr=host or None,
+        port=port,
+        host=announced,
+        certfile=str(tls.cert_file),
+        pkeyfile=str(tls.key_file),
+        cafile=str(tls.ca_file) if tls.ca_file is not None else None,
+    )
+    return server, f"https://{announced or socket.gethostname()}:{port}/"
+
+
+async def _wait_webhooks_registered(op: Operator, *, kube: KubeClient) -> None:
+    """Poll the managed configurations until they point at this operator (dev readiness)."""
+    kinds = ("validatingwebhookconfigurations", "mutatingwebhookconfigurations")
+    while True:
+        complete = True
+        names: set[str] = set()
+        for kind in kinds:
+            try:
+                obj = await kube.get(f"/apis/admissionregistration.k8s.io/v1/{kind}/{MANAGED_WEBHOOKS}")
+            except KubeError:
+                complete = False
+                break
+            for webhook in obj.get("webhooks") or []:
+                url = str((webhook.get("clientConfig") or {}).get("url") or "")
+                if op.webhook_url and url.startswith(op.webhook_url):
+                    names.add(str(webhook.get("name", "")).split(".")[0])
+        if complete and all(i in names for i in WEBHOOK_IDS):
+            op.webhooks_registered.set()
+            log.info("admission webhooks registered at %s", op.webhook_url)
+            return
+        await asyncio.sleep(0.1)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+
+def _login(registry: kopf.OperatorRegistry) -> None:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        """kubeconfig first (like ``KubeClient``), else the in-cluster ServiceAccount."""
+        if os.environ.get("KUBECONFIG") or os.path.exists(os.path.expanduser("~/.kube/config")):
+            return kopf.login_with_kubeconfig(**kwargs)
+        return kopf.login_with_service_account(**kwargs)
+
+
+async def run(
+    settings: OperatorSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    started: Callable[[Operator], Awaitable[None] | None] | None = None,
+) -> None:
+    """Run the operator until SIGTERM/SIGINT or ``stop``; ``started(op)`` is called once it runs."""
+    stop = stop if stop is not None else asyncio.Event()
+    workdir = Path(tempfile.mkdtemp(prefix="llmroute-operator-"))
+    try:
+        await _run(settings, stop=stop, workdir=workdir, started=started)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def _run(
+    settings: OperatorSettings,
+    *,
+    stop: asyncio.Event,
+    workdir: Path,
+    started: Callable[[Operator], Awaitable[None] | None] | None,
+) -> None:
+    tls = _tls(settings, workdir)
+    kube = KubeClient()
+    metrics = OperatorMetrics()
+    index = ClusterIndex()
+    routes = RouteBook(index=index)
+    budgets_book = BudgetBook(index=index, routes=routes)
+    initial = InitialSync()
+    identity = f"{socket.gethostname()}/{os.getpid()}-{secrets.token_hex(3)}"
+    leadership = Leadership(
+        settings=settings, kube=kube, identity=identity, priority=start_priority(), metrics=metrics
+    )
+    hub = ConfigHub(index=index, settings=settings, kube=kube, observer=metrics)
+    holder: dict[str, BudgetService] = {}
+    observer = BudgetEvents(
+        kube=kube, book=budgets_book, metrics=metrics, reports=lambda: holder.get("budgets")
+    )
+    budgets = BudgetService(
+        index=index,
+        settings=settings,
+        persist=make_persist(kube=kube, is_leader=leadership, metrics=metrics),
+        observer=observer,
+    )
+    holder["budgets"] = budgets
+    server = ConfigServer(
+        settings=settings,
+        hub=hub,
+        budgets=budgets,
+        kube=kube,
+        tls=ServerTls(cert_pem=tls.cert_pem, key_pem=tls.key_pem),
+    )
+    route_writer = StatusWriter(
+        kind="LLMRoute",
+        plural="llmroutes",
+        source=RouteStatus(book=routes, sync=lambda: hub if hub.ready else None),
+        kube=kube,
+        metrics=metrics,
+        is_leader=leadership,
+    )
+    budget_writer = StatusWriter(
+        kind="LLMBudget",
+        plural="llmbudgets",
+        source=BudgetStatus(book=budgets_book, reports=lambda: budgets),
+        kube=kube,
+        metrics=metrics,
+        is_leader=leadership,
+    )
+    routes.on_change(route_writer.mark)
+    hub.on_route_sync(route_writer.mark)
+    budgets_book.on_change(budget_writer.mark)
+    budgets.on_report(budget_writer.mark)
+
+    op = Operator(
+        settings=settings,
+        kube=kube,
+        index=index,
+        metrics=metrics,
+        routes=routes,
+        budgets_book=budgets_book,
+        initial=initial,
+        leadership=leadership,
+        hub=hub,
+        budgets=budgets,
+        server=server,
+        probes=ProbeServer(metrics=metrics, addr=settings.metrics_addr, ready=lambda: op.readiness()),
+        route_writer=route_writer,
+        budget_writer=budget_writer,
+    )
+
+    registry = kopf.OperatorRegistry()
+    _login(registry)
+    register_route_handlers(registry, book=routes, initial=initial, metrics=metrics)
+    register_budget_handlers(registry, book=budgets_book, initial=initial, metrics=metrics)
+    register_secret_handlers(registry, index=index, routes=routes, initial=initial, metrics=metrics)
+
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.posting.level = logging.WARNING
+    kopf_settings.admission.server, op.webhook_url = _webhook_server(settings, tls)
+    if settings.dev:
+        kopf_settings.admission.managed = MANAGED_WEBHOOKS
+
+    background: list[asyncio.Task[Any]] = []
+    await op.probes.start()
+    await hub.start()
+    await budgets.start()
+    op.config_port = await server.start()
+    injection = InjectionConfig(
+        template=settings.sidecar,
+        operator_address=_operator_address(settings, op.config_port),
+        version=_version(),
+        with_ca=tls.ca_pem is not None,
+    )
+    ca = CaPublisher(kube=kube, ca_pem=tls.ca_pem.decode()) if tls.ca_pem is not None else None
+    register_validation_webhooks(
+        registry, settings=settings, index=index, routes=routes, kube=kube, metrics=metrics
+    )
+    register_injection_webhook(
+        registry, settings=settings, config=injection, kube=kube, ca=ca, metrics=metrics
+    )
+    await leadership.ensure_peering_objects()
+
+    async def initial_sync() -> None:
+        await initial.wait(kube=kube, namespaces=settings.namespaces)
+        hub.mark_ready()
+        budgets.mark_ready()
+        route_writer.mark_all()
+        budget_writer.mark_all()
+
+    background += [
+        asyncio.create_task(leadership.run(), name="leadership"),
+        asyncio.create_task(route_writer.run(), name="route status"),
+        asyncio.create_task(budget_writer.run(), name="budget status"),
+        asyncio.create_task(initial_sync(), name="initial sync"),
+    ]
+    if settings.dev:
+        background.append(asyncio.create_task(_wait_webhooks_registered(op, kube=kube), name="webhooks"))
+    for task in background:
+        task.add_done_callback(_log_failure)
+
+    kopf_stop = asyncio.Event()
+    kopf_task = asyncio.create_task(
+        _run_kopf(registry, kopf_settings, settings, leadership, kopf_stop=kopf_stop, stop=stop), name="kopf"
+    )
+    if started is not None:
+        maybe = started(op)
+        if asyncio.iscoroutine(maybe):
+            await maybe
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({stopper, kopf_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+        op.stopping = True
+        log.info("llmroute-operator stopping")
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        await server.stop(grace=5.0)
+        if not kopf_task.done():
+            kopf_stop.set()
+            try:
+                await asyncio.wait_for(kopf_task, timeout=30)
+            except (TimeoutError, Exception) as exc:
+                log.warning("kopf did not stop cleanly: %r", exc)
+        elif kopf_task.exception() is not None:
+            log.error("kopf exited: %r", kopf_task.exception())
+        await budgets.stop()
+        await hub.stop()
+        await op.probes.stop()
+        await kube.close()
+        log.info("llmroute-operator stopped")
+
+
+async def _run_kopf(
+    registry: kopf.OperatorRegistry,
+    kopf_settings: kopf.OperatorSettings,
+    settings: OperatorSettings,
+    leadership: Leadership,
+    *,
+    kopf_stop: asyncio.Event,
+    stop: asyncio.Event,
+) -> None:
+    existing = asyncio.all_tasks()
+    tasks = await kopf.spawn_tasks(
+        registry=registry,
+        settings=kopf_settings,
+        identity=cast(Any, leadership.identity),  # kopf's Identity is a NewType of str
+        standalone=settings.standalone,
+        priority=leadership.priority,
+        peering_name=None if settings.standalone else settings.peering,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        stop_flag=kopf_stop,
+    )
+    if threading.current_thread() is threading.main_thread():
+        # kopf installed its own handlers (stop at once); ours stop the parts in order instead.
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+    await kopf.run_tasks(tasks, ignored=existing)
