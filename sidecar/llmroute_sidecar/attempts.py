@@ -26,7 +26,7 @@ from typing import Any
 
 from llmroute_proto.v1 import config_pb2 as pb
 
-from .adapters.base import ChatStreamDecoder
+from .adapters.base import ChatStreamDecoder, ProviderAdapter, UpstreamRequest
 from .adapters.errors import ErrorKind, ProviderError
 from .adapters.registry import adapter_for
 from .config.snapshot import BackendEntry
@@ -346,6 +346,19 @@ def _held_error(refusal: Refusal) -> ProviderError:
     )
 
 
+async def _fetch(upstream: UpstreamClient, adapter: ProviderAdapter, request: UpstreamRequest) -> bytes:
+    """Send ``request`` and read the whole 2xx body; a failed read is a CONNECTION error."""
+    response = await upstream.open(request, adapter)
+    try:
+        return await response.read()
+    except Exception as exc:
+        raise ProviderError(
+            ErrorKind.CONNECTION, f"reading the answer failed: {exc}", provider=adapter.name
+        ) from exc
+    finally:
+        response.close()
+
+
 async def run_chat(
     upstream: UpstreamClient,
     candidates: Sequence[BackendEntry],
@@ -360,16 +373,7 @@ async def run_chat(
 
     async def attempt(backend: BackendEntry, deadline: float) -> Json:
         adapter = adapter_for(backend.provider)
-        request = adapter.chat_request(backend.target, body, stream=False)
-        response = await upstream.open(request, adapter)
-        try:
-            raw = await response.read()
-        except Exception as exc:
-            raise ProviderError(
-                ErrorKind.CONNECTION, f"reading the answer failed: {exc}", provider=adapter.name
-            ) from exc
-        finally:
-            response.close()
+        raw = await _fetch(upstream, adapter, adapter.chat_request(backend.target, body, stream=False))
         return adapter.parse_chat(raw, model=backend.target.model)
 
     backend, result = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
@@ -390,12 +394,7 @@ async def run_embeddings(
 
     async def attempt(backend: BackendEntry, deadline: float) -> Json:
         adapter = adapter_for(backend.provider)
-        request = adapter.embeddings_request(backend.target, body)
-        response = await upstream.open(request, adapter)
-        try:
-            raw = await response.read()
-        finally:
-            response.close()
+        raw = await _fetch(upstream, adapter, adapter.embeddings_request(backend.target, body))
         return adapter.parse_embeddings(raw, model=backend.target.model)
 
     backend, result = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
