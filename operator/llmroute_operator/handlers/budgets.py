@@ -32,6 +32,7 @@ from ..validation import Problem, parse_budget, validate_budget
 from .routes import RouteBook
 from .status import EventSpec, Observed, budget_events
 from .sync import InitialSync
+from .watch import register_index_watch
 
 __all__ = ["BudgetBook", "BudgetEvents", "BudgetStatus", "make_persist", "register_budget_handlers"]
 
@@ -223,22 +224,10 @@ def register_budget_handlers(
     initial: InitialSync,
     metrics: OperatorMetrics,
 ) -> None:
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="llmbudget-index")
-    async def budget_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-        started = time.perf_counter()
-        meta = body.get("metadata") or {}
-        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        try:
-            if event.get("type") == "DELETED":
-                book.forget(namespace, name)
-            else:
-                book.observe(body)
-            metrics.reconciled("LLMBudget", "ok", time.perf_counter() - started)
-        except Exception:
-            metrics.reconciled("LLMBudget", "error", time.perf_counter() - started)
-            log.exception("LLMBudget %s/%s: handling the watch event failed", namespace, name)
-        finally:
-            initial.seen("llmbudgets", namespace, name)
+    """Register the LLMBudget watch handler into ``registry``."""
+    register_index_watch(
+        registry, plural="llmbudgets", kind="LLMBudget", book=book, initial=initial, metrics=metrics
+    )
 
 
 class BudgetStatus:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from ..metrics import OperatorMetrics
 from ..validation import Problem, parse_route, referenced_secrets, validate_route
 from .status import EventSpec, Observed, route_events
 from .sync import InitialSync
+from .watch import register_index_watch
 
 __all__ = ["RouteBook", "RouteEntry", "RouteStatus", "register_route_handlers"]
 
@@ -189,23 +189,9 @@ def register_route_handlers(
     metrics: OperatorMetrics,
 ) -> None:
     """Register the LLMRoute watch handler into ``registry``."""
-
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="llmroute-index")
-    async def route_event(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
-        started = time.perf_counter()
-        meta = body.get("metadata") or {}
-        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
-        try:
-            if event.get("type") == "DELETED":
-                book.forget(namespace, name)
-            else:
-                book.observe(body)
-            metrics.reconciled("LLMRoute", "ok", time.perf_counter() - started)
-        except Exception:
-            metrics.reconciled("LLMRoute", "error", time.perf_counter() - started)
-            log.exception("LLMRoute %s/%s: handling the watch event failed", namespace, name)
-        finally:
-            initial.seen("llmroutes", namespace, name)
+    register_index_watch(
+        registry, plural="llmroutes", kind="LLMRoute", book=book, initial=initial, metrics=metrics
+    )
 
 
 class RouteStatus:
