@@ -21,7 +21,7 @@ from aiohttp import web
 from .attempts import StreamBroken
 from .openai_api.errors import ApiError
 from .openai_api.validate import parse_chat, parse_embeddings, parse_json
-from .service import Hints, RouterService
+from .service import Hints, RouteMeta, RouterService
 
 __all__ = ["DEFAULT_MAX_BODY", "make_http_app"]
 
@@ -97,13 +97,15 @@ async def _stream(
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     outcome, entry, decision = await service.chat_stream(body, hints, include_usage=include_usage)
-    meta_headers = {
-        "x-llmroute-backend": outcome.backend.name,
-        "x-llmroute-region": outcome.backend.region,
-        "x-llmroute-attempts": str(outcome.trace.attempts),
-        "x-llmroute-cache": "off",
-        **decision.response_headers(debug=hints.debug),
-    }
+    # Cost is unknown until the stream ends, so streamed answers carry every header but the cost.
+    meta_headers = RouteMeta(
+        outcome.backend.name,
+        outcome.backend.region,
+        outcome.trace.attempts,
+        cost_usd=None,
+        decision=decision,
+        debug=hints.debug,
+    ).headers()
     response = web.StreamResponse(
         headers={"content-type": "text/event-stream", "cache-control": "no-cache", **meta_headers}
     )
