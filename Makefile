@@ -70,12 +70,16 @@ check-generated: $(STAMP)
 test-unit: $(STAMP)
 	$(call run_tier,unit)
 
+.PHONY: system-deps
+system-deps:
+	@bash hack/ensure-redis.sh
+
 .PHONY: test-integration
-test-integration: $(STAMP)
+test-integration: $(STAMP) system-deps
 	$(call run_tier,integration)
 
 .PHONY: test-e2e
-test-e2e: $(STAMP) controlplane
+test-e2e: $(STAMP) system-deps controlplane
 	$(call run_tier,e2e)
 
 .PHONY: test
@@ -87,7 +91,7 @@ controlplane: $(STAMP)
 	@$(PY) -m llmroute_operator.devcluster.binaries ensure
 
 .PHONY: demo
-demo: $(STAMP)
+demo: $(STAMP) system-deps controlplane
 	@$(PY) hack/demo.py
 
 .PHONY: bench-overhead

@@ -30,9 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if crds/ differs from the models")
     args = parser.parse_args(argv)
-    out_dir = ROOT / "crds"
     stale = []
-    for name, text in render().items():
+    # The chart ships its own copy (Helm installs CRDs from the chart's crds/); both stay equal.
+    for out_dir, (name, text) in (
+        (folder, item)
+        for folder in (ROOT / "crds", ROOT / "helm" / "llmroute" / "crds")
+        for item in render().items()
+    ):
         path = out_dir / name
         current = path.read_text() if path.exists() else None
         if current == text:

@@ -224,4 +224,5 @@ def report_fields(report: BudgetReport) -> dict[str, Any]:
         "periodStart": report.period_start,
         "resetAt": report.reset_at,
         "alertedPercent": report.alerted_percent,
+        "outstandingAllowance": report.extra.get("outstandingAllowance", "0"),
     }

@@ -14,11 +14,12 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .api.budget import LLMBudget
+from .api.budget import LLMBudget, SoftLimitAction
 from .api.common import parse_duration
 from .api.loader import SecretData
 from .api.route import Backend, LabelSelector, LLMRoute, LogicalModel, Resilience, RouteRule
@@ -43,6 +44,7 @@ _STRATEGIES = {
     "complexity": pb.STRATEGY_COMPLEXITY,
 }
 _TIERS = {"small": pb.TIER_SMALL, "medium": pb.TIER_MEDIUM, "large": pb.TIER_LARGE}
+_FAILURE_MODES = {"closed": pb.BUDGET_FAILURE_MODE_CLOSED, "open": pb.BUDGET_FAILURE_MODE_OPEN}
 _OVERFLOW = {
     "reject": pb.CONTEXT_OVERFLOW_POLICY_REJECT,
     "truncate-oldest": pb.CONTEXT_OVERFLOW_POLICY_TRUNCATE_OLDEST,
@@ -242,13 +244,18 @@ def _route(route: LLMRoute, namespace: str) -> pb.Route:
                     threshold=semantic.threshold,
                     embedding_backend=semantic.embedding_backend,
                     ttl=_duration(semantic.ttl),
+                    allow_nondeterministic=not semantic.deterministic_only,
                 )
             )
     if spec.privacy is not None and spec.privacy.pii is not None:
         pii = spec.privacy.pii
         out.privacy.pii.CopyFrom(
-            pb.PiiPolicy(action=_PII_ACTIONS[pii.action], types=[_PII_TYPES[t] for t in pii.types])
+            pb.PiiPolicy(
+                action=_PII_ACTIONS[pii.action], types=[_PII_TYPES[t] for t in pii.types], restore=pii.restore
+            )
         )
+    if spec.audit is not None:
+        out.audit.CopyFrom(pb.AuditPolicy(include_text=spec.audit.include_text))
     for limit in spec.rate_limits or []:
         out.rate_limits.append(
             pb.RateLimit(
@@ -357,13 +364,27 @@ def _budget(budget: LLMBudget, served_routes: set[str]) -> pb.Budget | None:
         routes=spec.scope.routes or [],
         tenants=[spec.scope.tenant] if spec.scope.tenant else [],
         namespace=bool(spec.scope.namespace),
+        users=[spec.scope.user] if spec.scope.user else [],
     )
     if spec.scope.routes and not served_routes.intersection(spec.scope.routes):
         return None  # none of its routes reach this sidecar
     state = _BUDGET_STATES[status.state] if status and status.state else pb.BUDGET_STATE_NORMAL
-    out = pb.Budget(name=str(budget.metadata.get("name")), state=state, scope=scope, requires_allowance=True)
+    hard = _micro(spec.limits.hard)
+    spent = _micro(status.spent) if status is not None and status.spent is not None else 0
+    out = pb.Budget(
+        name=str(budget.metadata.get("name")),
+        state=state,
+        scope=scope,
+        requires_allowance=True,
+        failure_mode=_FAILURE_MODES[spec.failure_mode],
+        hard_limit_micro_usd=hard,
+        soft_limit_micro_usd=_micro(spec.limits.soft) if spec.limits.soft is not None else 0,
+        spent_micro_usd=spent,
+        period=spec.period.type,
+        timezone=spec.period.timezone,
+    )
     if spec.on_soft_limit is not None and state != pb.BUDGET_STATE_NORMAL:
-        target = spec.on_soft_limit.downgrade_to
+        target = _downgrade_target(spec.on_soft_limit, spent, hard)
         if target in _TIERS:
             out.downgrade_tier = _TIERS[target]
         else:
@@ -373,3 +394,18 @@ def _budget(budget: LLMBudget, served_routes: set[str]) -> pb.Budget | None:
     if status is not None and status.reset_at is not None:
         out.period_end.FromDatetime(status.reset_at)
     return out
+
+
+def _micro(amount: str) -> int:
+    """A decimal USD string as integer micro-USD (exact: no float on the way)."""
+    return int((Decimal(amount) * 1_000_000).to_integral_value(rounding=ROUND_HALF_EVEN))
+
+
+def _downgrade_target(action: SoftLimitAction, spent: int, hard: int) -> str:
+    """The downgrade in force: the last ladder step whose percent of the hard limit is reached."""
+    target = action.downgrade_to
+    percent = spent * 100 / hard if hard > 0 else 100.0
+    for step in action.ladder or []:
+        if percent >= step.at_percent:
+            target = step.downgrade_to
+    return target

@@ -113,6 +113,31 @@ def build_parser() -> argparse.ArgumentParser:
         "a quick 429 (0: no queue) [LLMROUTE_QUEUE_FACTOR]",
     )
     parser.add_argument(
+        "--redis-url",
+        default=_env("LLMROUTE_REDIS_URL", ""),
+        help="a Redis shared by the workload's sidecars, for cache hits and rate-limit buckets across "
+        "replicas, e.g. redis://redis.team-a:6379/0; a Redis that is down means cache off and per-sidecar "
+        "buckets, never a failed request [LLMROUTE_REDIS_URL]",
+    )
+    parser.add_argument(
+        "--audit-log",
+        default=_env("LLMROUTE_AUDIT_LOG", "-"),
+        help='one JSON line per request: "-" for standard output, a file path, or "off" [LLMROUTE_AUDIT_LOG]',
+    )
+    parser.add_argument(
+        "--cache-memory-mb",
+        type=float,
+        default=float(_env("LLMROUTE_CACHE_MEMORY_MB", "32") or 32),
+        help="bound of the in-process response cache (least recently used answers go first) "
+        "[LLMROUTE_CACHE_MEMORY_MB]",
+    )
+    parser.add_argument(
+        "--metrics-tenants",
+        default=_env("LLMROUTE_METRICS_TENANTS", ""),
+        help="comma-separated tenants that get their own label in the attribution metrics; without a "
+        "list the first 20 tenants seen do, and the rest count as 'other' [LLMROUTE_METRICS_TENANTS]",
+    )
+    parser.add_argument(
         "--watch-seconds",
         type=float,
         default=2.0,
@@ -185,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         watch_seconds=args.watch_seconds,
         upstream_client=args.upstream_client,
         load=LoadSettings(queue_factor=args.queue_factor),
+        redis_url=args.redis_url,
+        audit_log=None if args.audit_log in ("", "off") else args.audit_log,
+        cache_memory_bytes=int(args.cache_memory_mb * 2**20),
+        metrics_tenants=tuple(t.strip() for t in args.metrics_tenants.split(",") if t.strip()),
     )
     try:
         import uvloop

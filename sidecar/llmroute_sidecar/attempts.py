@@ -11,7 +11,10 @@ load gate (``load/``) for a concurrency slot of that backend; a saturated backen
 retried), and a stream keeps its slot until it ends. With the request's :class:`RouteHealth`
 (``health/``), each attempt also needs its backend's admission (circuit breaker, Retry-After hold),
 its outcome and latency feed the backend's health, and retries spend the route's retry budget; a
-spent budget falls through to the next backend.
+spent budget falls through to the next backend. With a ``spend`` hook (the request's budgets, see
+``budget/``), every attempt, retries and fallbacks included, first reserves its estimated cost on
+that backend; a refusal skips the backend without sending anything (:class:`SpendRefused`), and the
+winning attempt's reservation is left in ``Trace.reservation`` for the caller to settle.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +42,7 @@ __all__ = [
     "AllFailed",
     "ChatOutcome",
     "Policy",
+    "SpendRefused",
     "StreamBroken",
     "StreamOutcome",
     "open_stream",
@@ -113,6 +117,7 @@ class Trace:
     attempts: int = 0
     errors: list[tuple[str, ProviderError]] = field(default_factory=list)
     on_attempt: Callable[[BackendEntry, ProviderError | None, float], None] | None = None
+    reservation: Any = None  # what the winning attempt reserved in its budgets (``spend`` hook)
 
     def record(self, backend: BackendEntry, error: ProviderError | None, seconds: float) -> None:
         self.attempts += 1
@@ -133,6 +138,17 @@ class AllFailed(Exception):
     @property
     def final(self) -> ProviderError | None:
         return self.errors[-1][1] if self.errors else None
+
+
+class SpendRefused(ProviderError):
+    """A budget in scope cannot cover this backend: nothing was sent. ``refusal`` says which."""
+
+    def __init__(self, message: str, refusal: Any) -> None:
+        super().__init__(ErrorKind.BUDGET, message)
+        self.refusal = refusal
+
+
+Spend = Callable[[BackendEntry], Awaitable[Any]]  # returns a reservation (``.release()``) or raises
 
 
 class StreamBroken(Exception):
@@ -224,6 +240,7 @@ async def _attempts(
     *,
     gate: Gate | None = None,
     health: RouteHealth | None = None,
+    spend: Spend | None = None,
 ) -> tuple[BackendEntry, Any]:
     """Run ``attempt(backend, deadline)`` over candidates with retries; return the first success.
 
@@ -262,6 +279,16 @@ async def _attempts(
                     await asyncio.sleep(admitted.wait)  # honour the provider's Retry-After
                     continue
                 ticket = admitted
+            reservation: Any = None
+            if spend is not None:
+                try:
+                    reservation = await spend(backend)
+                except SpendRefused as exc:
+                    # Nothing sent: no attempt, no retry, and no health outcome for the backend.
+                    if health is not None and ticket is not None:
+                        health.release(ticket)
+                    trace.errors.append((backend.name, exc))
+                    return _MoveOn(ErrorKind.BUDGET.value)
             slot: Slot | None = None
             if gate is not None:
                 try:
@@ -270,6 +297,8 @@ async def _attempts(
                     # Nothing was sent, so no attempt and no retry: the next candidate may have room.
                     if health is not None and ticket is not None:
                         health.release(ticket)
+                    if reservation is not None:
+                        reservation.release()
                     trace.errors.append((backend.name, exc))
                     log.info("%s", exc)
                     return _MoveOn("saturated")
@@ -288,6 +317,8 @@ async def _attempts(
             except BaseException:  # cancelled: no outcome to record, but a probe slot to free
                 if health is not None and ticket is not None:
                     health.release(ticket)
+                if reservation is not None:
+                    reservation.release()
                 raise
             else:
                 elapsed = time.monotonic() - started
@@ -297,10 +328,13 @@ async def _attempts(
                 if slot is not None and isinstance(result, StreamOutcome):
                     result.hold(slot)  # a stream keeps its slot until it ends
                     slot = None
+                trace.reservation = reservation
                 return result
             finally:
                 if slot is not None:
                     slot.release()
+            if reservation is not None:
+                reservation.release()  # a failed attempt is not billed
             elapsed = time.monotonic() - started
             trace.record(backend, error, elapsed)
             if health is not None and ticket is not None:
@@ -368,6 +402,7 @@ async def run_chat(
     *,
     gate: Gate | None = None,
     health: RouteHealth | None = None,
+    spend: Spend | None = None,
 ) -> ChatOutcome:
     """A non-streaming chat completion through the first backend that answers."""
 
@@ -376,7 +411,9 @@ async def run_chat(
         raw = await _fetch(upstream, adapter, adapter.chat_request(backend.target, body, stream=False))
         return adapter.parse_chat(raw, model=backend.target.model)
 
-    backend, result = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
+    backend, result = await _attempts(
+        candidates, policy, trace, attempt, gate=gate, health=health, spend=spend
+    )
     return ChatOutcome(backend, trace, result)
 
 
@@ -389,6 +426,7 @@ async def run_embeddings(
     *,
     gate: Gate | None = None,
     health: RouteHealth | None = None,
+    spend: Spend | None = None,
 ) -> ChatOutcome:
     """An embeddings call through the first backend that answers."""
 
@@ -397,7 +435,9 @@ async def run_embeddings(
         raw = await _fetch(upstream, adapter, adapter.embeddings_request(backend.target, body))
         return adapter.parse_embeddings(raw, model=backend.target.model)
 
-    backend, result = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
+    backend, result = await _attempts(
+        candidates, policy, trace, attempt, gate=gate, health=health, spend=spend
+    )
     return ChatOutcome(backend, trace, result)
 
 
@@ -411,6 +451,7 @@ async def open_stream(
     include_usage: bool,
     gate: Gate | None = None,
     health: RouteHealth | None = None,
+    spend: Spend | None = None,
 ) -> StreamOutcome:
     """Open a stream and read up to its first chunk; failover is allowed only until then."""
 
@@ -444,7 +485,7 @@ async def open_stream(
             raise
         return StreamOutcome(backend, trace, first, decoder, response, chunks, deadline)
 
-    _, outcome = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health)
+    _, outcome = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health, spend=spend)
     assert isinstance(outcome, StreamOutcome)
     outcome._health = health
     return outcome

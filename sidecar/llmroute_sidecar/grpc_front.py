@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -29,8 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from llmroute_proto.v1 import router_pb2 as pb
 
 from .adapters.errors import ErrorKind
-from .attempts import StreamBroken, StreamOutcome
-from .config.snapshot import ModelEntry
+from .attempts import StreamBroken
 from .grpc_convert import (
     chat_body,
     chat_chunk,
@@ -45,8 +44,8 @@ from .grpc_convert import (
 from .http_front import DEFAULT_MAX_BODY
 from .openai_api.errors import ApiError
 from .openai_api.validate import parse_chat, parse_embeddings
-from .routing import Decision
 from .service import Hints, RouteMeta, RouterService
+from .stream_call import StreamCall
 
 __all__ = ["ROUTER_SERVICE", "GrpcFront", "start_grpc", "status_code_for", "stop_grpc"]
 
@@ -161,39 +160,35 @@ class RouterServicer:
         started = time.monotonic()
         hints = self._hints(request, context)
 
-        async def call() -> tuple[StreamOutcome, ModelEntry, Decision]:
+        async def call() -> StreamCall:
             body = parse_chat(chat_body(request, stream=True))
             # gRPC streams always end with usage, so ask the decoder to keep the usage chunk.
             return await self._service.chat_stream(body, hints, include_usage=True)
 
-        outcome, entry, _ = await self._guard(context, "ChatStream", call)
-        failure = await self._relay(outcome, entry, hints, context, started)
+        stream = await self._guard(context, "ChatStream", call)
+        failure = await self._relay(stream, context, started)
         if failure is not None:
             await _abort(context, failure)
 
     def _hints(self, request: pb.ChatRequest, context: Context) -> Hints:
         return hints_for(request.routing, _metadata(context), request.user)
 
-    async def _relay(
-        self, outcome: StreamOutcome, entry: ModelEntry, hints: Hints, context: Context, started: float
-    ) -> ApiError | None:
+    async def _relay(self, stream: StreamCall, context: Context, started: float) -> ApiError | None:
         """Write the stream's chunks; returns the error to end with when it broke mid-way."""
         service = self._service
-        meta = RouteMeta(outcome.backend.name, outcome.backend.region, outcome.trace.attempts, None)
-        label, accounted, failure = "ok", False, None
+        model = stream.request.entry.name
+        meta = service._meta(stream.request, stream.backend, stream.attempts, None)
+        label, failure = "ok", None
         try:
             writer = _ChunkWriter(context, meta)
-            async for chunk in _chunks(outcome):
+            async for chunk in stream.chunks():
                 await writer.add(chunk)
             # Account before the last chunk goes out: it carries the cost.
-            meta.cost_usd = service.account(
-                entry, outcome.backend, hints, outcome.decoder.usage, started, "ok"
-            )
-            accounted = True
-            await writer.finish(outcome.decoder.usage)
+            meta.cost_usd = await asyncio.shield(stream.finish("ok"))
+            await writer.finish(stream.usage)
         except StreamBroken as exc:
             label = "stream_error"
-            log.warning("model %s: %s", entry.name, exc)
+            log.warning("model %s: %s", model, exc)
             service.metrics.stream_errors.labels(exc.backend, exc.error.kind.value).inc()
             failure = ApiError(
                 504 if exc.error.kind == ErrorKind.TIMEOUT else 503,
@@ -202,25 +197,18 @@ class RouterServicer:
             )
         except asyncio.CancelledError:
             label = "client_disconnected"
-            log.info("model %s: the app cancelled the stream; upstream call cancelled", entry.name)
+            log.info("model %s: the app cancelled the stream; upstream call cancelled", model)
             raise
         except Exception:
             label = "error"
-            log.exception("model %s: relaying the stream failed", entry.name)
+            log.exception("model %s: relaying the stream failed", model)
             failure = ApiError(500, _INTERNAL, code="internal_error")
         finally:
-            outcome.close()
-            if not accounted:
-                service.account(entry, outcome.backend, hints, outcome.decoder.usage, started, label)
-            service.metrics.request_seconds.labels(entry.name, "true").observe(time.monotonic() - started)
+            stream.close()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(stream.finish(label))
+            service.metrics.request_seconds.labels(model, "true").observe(time.monotonic() - started)
         return failure
-
-
-async def _chunks(outcome: StreamOutcome) -> AsyncIterator[Json]:
-    for chunk in outcome.first:
-        yield chunk
-    async for chunk in outcome.rest():
-        yield chunk
 
 
 @dataclass

@@ -11,6 +11,7 @@ the routing; ``openai_api/`` validates and shapes errors.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,7 @@ from aiohttp import web
 from .attempts import StreamBroken
 from .openai_api.errors import ApiError
 from .openai_api.validate import parse_chat, parse_embeddings, parse_json
-from .service import Hints, RouteMeta, RouterService
+from .service import Hints, RouterService
 
 __all__ = ["DEFAULT_MAX_BODY", "make_http_app"]
 
@@ -96,30 +97,20 @@ async def _stream(
     started = time.monotonic()
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    outcome, entry, decision = await service.chat_stream(body, hints, include_usage=include_usage)
-    # Cost is unknown until the stream ends, so streamed answers carry every header but the cost.
-    meta_headers = RouteMeta(
-        outcome.backend.name,
-        outcome.backend.region,
-        outcome.trace.attempts,
-        cost_usd=None,
-        decision=decision,
-        debug=hints.debug,
-    ).headers()
+    call = await service.chat_stream(body, hints, include_usage=include_usage)
     response = web.StreamResponse(
-        headers={"content-type": "text/event-stream", "cache-control": "no-cache", **meta_headers}
+        headers={"content-type": "text/event-stream", "cache-control": "no-cache", **call.headers()}
     )
-    outcome_label = "ok"
+    model = call.request.entry.name
+    label = "ok"
     try:
         await response.prepare(request)
-        for chunk in outcome.first:
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         try:
-            async for chunk in outcome.rest():
+            async for chunk in call.chunks():
                 await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
         except StreamBroken as exc:
-            outcome_label = "stream_error"
-            log.warning("model %s: %s", entry.name, exc)
+            label = "stream_error"
+            log.warning("model %s: %s", model, exc)
             service.metrics.stream_errors.labels(exc.backend, exc.error.kind.value).inc()
             error = ApiError(
                 502,
@@ -128,17 +119,22 @@ async def _stream(
             )
             await response.write(b"data: " + error.body() + b"\n\n")
             return response
+        # The cost is known only now: an SSE comment (ignored by SSE clients) carries it before [DONE].
+        cost = await asyncio.shield(call.finish(label))
+        await response.write(b": x-llmroute-cost-usd=" + f"{cost or 0.0:.6f}".encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
     except (ConnectionResetError, OSError, asyncio.CancelledError):
-        outcome_label = "client_disconnected"
-        log.info("model %s: the app disconnected mid-stream; upstream call cancelled", entry.name)
+        label = "client_disconnected"
+        log.info("model %s: the app disconnected mid-stream; upstream call cancelled", model)
         raise
     finally:
-        outcome.close()
-        service.account(entry, outcome.backend, hints, outcome.decoder.usage, started, outcome_label)
-        service.metrics.request_seconds.labels(entry.name, "true").observe(time.monotonic() - started)
+        call.close()
+        # Shielded: an app that went away must not take the stream's usage record with it.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(call.finish(label))
+        service.metrics.request_seconds.labels(model, "true").observe(time.monotonic() - started)
 
 
 async def embeddings(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
 """Prometheus metrics of the sidecar, on its own registry (no module-level globals).
 
 Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histograms, base units).
-Labels are bounded: logical model, backend, provider, outcome/kind; never users or tenants.
+Labels are bounded: logical model, backend, provider, outcome/kind; never users, and tenants only
+through the bounded attribution counters of ``policy_metrics.py``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .health.report import MetricsListener
 from .load.metrics import LoadMetrics
+from .policy_metrics import PolicyMetrics, TenantLabels
 from .routing.metrics import RoutingMetrics
 
 __all__ = ["Metrics"]
@@ -18,7 +20,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, *, tenants: TenantLabels | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -93,3 +95,4 @@ class Metrics:
         self.load = LoadMetrics(r)  # concurrency limits, queues, coalescing (load/metrics.py)
         self.routing = RoutingMetrics(r)  # decisions, regions, context (routing/metrics.py)
         self.health = MetricsListener(r)  # breakers, ejections, retries, fallbacks (health/report.py)
+        self.policy = PolicyMetrics(r, tenants=tenants)  # spend, cache, PII, rate limits, budgets

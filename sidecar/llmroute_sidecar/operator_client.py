@@ -9,7 +9,8 @@ beside the servers of ``runtime.py``. On each connection it
 - opens ``ConfigDiscovery.StreamConfig`` with the version it runs, applies every pushed config
   through :meth:`ConfigStore.apply` and answers with an ACK, or a NACK carrying the
   :class:`ConfigError` message (the store keeps the last good config);
-- opens ``UsageReporting.ReportUsage`` (``usage_reporter.py``) and resends what is unacknowledged.
+- opens ``UsageReporting.ReportUsage`` (``usage_reporter.py``) and resends what is unacknowledged;
+- lends the channel to the allowance client (``budget/lease_client.py``) for budget leases.
 
 When the operator is gone the sidecar keeps serving its last good config and reconnects with full-jitter
 exponential backoff. Nothing here imports kopf or the Kubernetes client.
@@ -50,11 +51,13 @@ class OperatorClient:
         node: NodeInfo,
         store: ConfigStore,
         usage: UsageBuffer,
+        allowances: Any = None,
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
         self.node = node
         self.store = store
+        self.allowances = allowances  # budget.lease_client.OperatorSource: given the channel while connected
         self.reporter = UsageReporter(buffer=usage, sidecar_id=node.id, interval=settings.usage_interval)
         self._rng = rng or random.Random()
         self._task: asyncio.Task[None] | None = None
@@ -139,11 +142,15 @@ class OperatorClient:
                 usage_task = asyncio.create_task(
                     self._report_usage(upb_grpc.UsageReportingStub(channel), metadata)
                 )
+                if self.allowances is not None:
+                    self.allowances.attach(channel, metadata)
                 while (response := await call.read()) is not grpc.aio.EOF:
                     await call.write(self._apply(response))
                 # The server ended the stream cleanly (it is shutting down): reconnect.
             finally:
                 self.connected = False
+                if self.allowances is not None:
+                    self.allowances.detach()
                 call.cancel()
                 if usage_task is not None:
                     usage_task.cancel()

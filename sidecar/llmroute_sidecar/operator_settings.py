@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,15 @@ class NodeInfo:
     node_name: str = ""
     region: str = ""
     version: str = "0.1.0"
+    workload_name: str = ""  # LLMROUTE_WORKLOAD, when the pod's owner is known better than its name
+
+    @property
+    def workload(self) -> str:
+        """The workload for the audit log: the set name, else the pod name less its generated suffixes
+        (``chatbot-7d9f8c6b5-x2k4q`` -> ``chatbot``), which is what a Deployment's pods share."""
+        if self.workload_name:
+            return self.workload_name
+        return _POD_SUFFIX.sub("", self.pod_name)
 
     @classmethod
     def from_env(cls, *, region: str = "", environ: Mapping[str, str] | None = None) -> NodeInfo:
@@ -38,7 +48,12 @@ class NodeInfo:
             pod_uid=env.get("POD_UID", ""),
             node_name=env.get("NODE_NAME", ""),
             region=region,
+            workload_name=env.get("LLMROUTE_WORKLOAD", ""),
         )
+
+
+# A ReplicaSet's pod-template hash and the pod's own 5-character suffix, or a StatefulSet's ordinal.
+_POD_SUFFIX = re.compile(r"(-[a-z0-9]{8,10})?-[a-z0-9]{5}$|-\d+$")
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .accounting import Usage, cost_micro, usage_of
 from .adapters.errors import ErrorKind, ProviderError
 from .attempts import (
     AllFailed,
     ChatOutcome,
     Policy,
-    StreamOutcome,
+    SpendRefused,
     Trace,
     open_stream,
     run_chat,
     run_embeddings,
+)
+from .audit import AuditLog
+from .budget import BudgetGuard, LocalSource
+from .cache import (
+    ResponseCache,
+    replay_chunks,
 )
 from .config.snapshot import BackendEntry, ModelEntry, Snapshot
 from .config.store import ConfigStore
@@ -38,8 +45,11 @@ from .load import Coalescer, LoadLimits, LoadSettings, fingerprint, overloaded_e
 from .metrics import Metrics
 from .openai_api.errors import ApiError
 from .openai_api.validate import error_for_unknown_model
+from .ratelimit import RateLimiter
+from .request_policies import Request, RequestPolicies
 from .routing import Availability, Decision, LatencyEstimate, RoutingRefused, plan
 from .routing.capabilities import Kind
+from .stream_call import StreamCall
 from .upstream import UpstreamClient
 from .usage import UsageBuffer, UsageRecord
 
@@ -95,6 +105,7 @@ class RouteMeta:
     coalesced: bool = False  # this answer came from an identical request's upstream call
     decision: Decision | None = None  # adds x-llmroute-truncated (and x-llmroute-decision if debug)
     debug: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)  # rate-limit, budget and downgrade headers
 
     def headers(self) -> dict[str, str]:
         out = {
@@ -109,6 +120,7 @@ class RouteMeta:
             out["x-llmroute-coalesced"] = "true"
         if self.decision is not None:
             out.update(self.decision.response_headers(debug=self.debug))
+        out.update(self.extra)
         return out
 
 
@@ -124,6 +136,7 @@ class RouterService:
         usage: UsageBuffer,
         load: LoadSettings | None = None,
         region: str = "",
+        policies: RequestPolicies | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -150,6 +163,16 @@ class RouterService:
         self._policies: dict[int, tuple[object, Policy]] = {}
         store.on_swap(lambda _snapshot: self._policies.clear())
         self.coalescer: Coalescer[tuple[Json, RouteMeta]] = Coalescer(on_join=metrics.load.coalesced.inc)
+        # Budgets, rate limits, cache, PII and the audit log (request_policies.py); without one given,
+        # in-process parts: a standalone sidecar's own budget count, local buckets, a memory cache.
+        self.policies = policies or default_policies(metrics, usage)
+        if store.current is not None:
+            self.policies.budgets.sync(store.current.config)
+        store.on_swap(self._policies_swap)
+
+    def _policies_swap(self, snapshot: Snapshot) -> None:
+        self.policies.clear()
+        self.policies.budgets.sync(snapshot.config)
 
     # -- lookup ---------------------------------------------------------------------------------
 
@@ -201,41 +224,108 @@ class RouterService:
 
         return Trace(on_attempt=on_attempt)
 
-    def account(
-        self,
-        entry: ModelEntry,
-        backend: BackendEntry,
-        hints: Hints,
-        usage: Json | None,
-        started: float,
-        outcome: str,
-    ) -> float | None:
-        """Record usage and metrics; returns the cost in USD when usage is known."""
-        prompt = int((usage or {}).get("prompt_tokens") or 0)
-        completion = int((usage or {}).get("completion_tokens") or 0)
-        cost = backend.cost_usd(prompt, completion) if usage is not None else None
-        self.metrics.requests.labels(entry.name, backend.name, backend.provider, outcome).inc()
-        self.metrics.tokens.labels(entry.name, backend.name, "input").inc(prompt)
-        self.metrics.tokens.labels(entry.name, backend.name, "output").inc(completion)
+    def _request(self, body: Json, hints: Hints, kind: str, *, stream: bool = False) -> Request:
+        snapshot = self._snapshot()
+        entry = self._entry(snapshot, body["model"])
+        return Request(
+            entry=entry,
+            policies=self.policies.for_route(entry.route),
+            hints=hints,
+            body=body,
+            kind=kind,
+            stream=stream,
+            config_version=snapshot.version,
+        )
+
+    async def _admit(self, request: Request, *, stream: bool = False) -> Decision:
+        """PII, plan, rate limits, budgets: everything before the cache and the attempt loop."""
+        policies = self.policies
+        policies.protect(request)
+        try:
+            decision = self._plan(request.entry, request.body, request.hints, request.kind, stream=stream)  # type: ignore[arg-type]
+        except RoutingRefused as exc:
+            raise policies.refuse(request, exc, "invalid") from None
+        request.decision = decision
+        request.estimated_tokens = decision.estimate.total
+        await policies.limit(request)
+        policies.open_charge(request)
+        decision = policies.downgrade(request, decision)
+        request.decision = decision
+        return decision
+
+    async def _fail(self, request: Request, exc: AllFailed, decision: Decision, trace: Trace) -> ApiError:
+        error = self._failure(request.entry, exc, decision)
+        outcome = {429: "rate_limited", 504: "timeout"}.get(error.status, "error")
+        if error.code == "budget_exceeded":
+            outcome = "budget_exceeded"
+        await self.policies.finish(
+            request, None, Usage(), outcome=outcome, status=error.status, attempts=trace.attempts
+        )
+        error.headers.update(request.extra_headers())
+        return error
+
+    def _meta(
+        self, request: Request, backend: BackendEntry | None, attempts: int, cost: float | None
+    ) -> RouteMeta:
+        return RouteMeta(
+            backend.name if backend is not None else "",
+            backend.region if backend is not None else "",
+            attempts,
+            cost,
+            cache=request.cache or "off",
+            decision=request.decision,
+            debug=request.hints.debug,
+            extra=request.extra_headers(),
+        )
+
+    async def embed_for_cache(self, entry: ModelEntry, text: str, request: Request) -> list[float] | None:
+        """The semantic cache's embedding of ``text`` by the route's embedding backend (its cost is a
+        usage record of its own); None when that backend fails, which only means no semantic lookup."""
+        backend = entry.backends_by_name.get(request.policies.semantic_backend)
+        if backend is None:
+            return None
+        trace = self._trace()
+        try:
+            outcome = await run_embeddings(
+                self.upstream,
+                [backend],
+                {"model": backend.target.model, "input": text},
+                self._policy(entry),
+                trace,
+                gate=self.limits.gate(request.hints.tier, request.hints.tenant),
+                health=RouteHealth(self.health, entry.route.name),
+            )
+        except AllFailed as exc:
+            log.info("semantic cache: embedding by %s failed, no lookup: %s", backend.name, exc)
+            return None
+        data = outcome.response.get("data") or []
+        vector = data[0].get("embedding") if data and isinstance(data[0], dict) else None
+        usage = usage_of(outcome.response.get("usage")) or Usage()
+        cost = cost_micro(backend, usage)
         if cost:
-            self.metrics.cost.labels(entry.name, backend.name).inc(cost)
+            self.metrics.cost.labels(entry.name, backend.name).inc(cost / 1e6)
         self.usage.add(
             UsageRecord(
-                request_id=hints.request_id,
+                request_id=f"{request.hints.request_id}:embedding",
                 route=f"{entry.route.namespace}/{entry.route.name}",
                 model=entry.name,
                 backend=backend.name,
                 provider=backend.provider,
-                tenant=hints.tenant,
-                user=hints.user,
-                input_tokens=prompt,
-                output_tokens=completion,
-                cost_micro_usd=round((cost or 0.0) * 1_000_000),
-                outcome=outcome,
-                latency_seconds=time.monotonic() - started,
+                tenant=request.hints.tenant,
+                user=request.hints.user,
+                input_tokens=usage.input_tokens,
+                output_tokens=0,
+                cost_micro_usd=cost,
+                outcome="ok",
+                latency_seconds=0.0,
+                region=backend.region,
+                attempts=trace.attempts,
+                config_version=request.config_version,
+                budgets=request.charge.names if request.charge is not None else (),
+                provider_model=backend.target.model,
             )
         )
-        return cost
+        return vector if isinstance(vector, list) else None
 
     # -- calls ----------------------------------------------------------------------------------
 
@@ -252,83 +342,125 @@ class RouterService:
         return copy.deepcopy(response), dataclasses.replace(meta, coalesced=True)
 
     async def _chat_once(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
-        started = time.monotonic()
-        entry = self._entry(self._snapshot(), body["model"])
-        decision = self._plan(entry, body, hints, "chat")
+        request = self._request(body, hints, "chat")
+        entry = request.entry
+        decision = await self._admit(request)
+        cached = await self.policies.lookup(request, self.embed_for_cache)
+        if cached is not None:
+            await self.policies.finish(
+                request, None, usage_of(cached.get("usage")) or Usage(), outcome="ok", status=200, attempts=0
+            )
+            response = self._restored(request, cached)
+            return response, self._meta(request, None, 0, 0.0)
+        trace = self._trace()
         try:
             outcome: ChatOutcome = await run_chat(
                 self.upstream,
                 decision.candidates,
                 decision.body,
                 self._policy(entry),
-                self._trace(),
-                gate=self.limits.gate(hints.tier),
+                trace,
+                gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name),
+                spend=self.policies.spend_hook(request),
             )
         except AllFailed as exc:
-            raise self._failure(entry, exc, decision) from None
+            raise await self._fail(request, exc, decision, trace) from None
+        except BaseException:
+            if trace.reservation is not None:
+                trace.reservation.release()
+            raise
         response = outcome.response
         response["model"] = response.get("model") or outcome.backend.target.model
-        cost = self.account(entry, outcome.backend, hints, response.get("usage"), started, "ok")
-        self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - started)
-        return response, RouteMeta(
-            outcome.backend.name,
-            outcome.backend.region,
-            outcome.trace.attempts,
-            cost,
-            decision=decision,
-            debug=hints.debug,
+        usage = usage_of(response.get("usage")) or Usage()
+        await self.policies.remember(request, response)
+        response = self._restored(request, response)
+        cost = await self.policies.finish(
+            request,
+            outcome.backend,
+            usage,
+            outcome="ok",
+            status=200,
+            attempts=outcome.trace.attempts,
+            reservation=trace.reservation,
+            completion=_completion_text(response) if request.policies.audit_text else None,
         )
+        self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - request.started)
+        return response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)
 
-    async def chat_stream(
-        self, body: Json, hints: Hints, *, include_usage: bool
-    ) -> tuple[StreamOutcome, ModelEntry, Decision]:
-        started = time.monotonic()
-        entry = self._entry(self._snapshot(), body["model"])
-        decision = self._plan(entry, body, hints, "chat", stream=True)
+    def _restored(self, request: Request, response: Json) -> Json:
+        if request.redaction is not None and request.policies.pii_restore:
+            return request.redaction.restore_response(response)
+        return response
+
+    async def chat_stream(self, body: Json, hints: Hints, *, include_usage: bool) -> StreamCall:
+        request = self._request(body, hints, "chat", stream=True)
+        entry = request.entry
+        decision = await self._admit(request, stream=True)
+        cached = await self.policies.lookup(request, self.embed_for_cache)
+        if cached is not None:
+            return StreamCall(
+                self, request, replay=replay_chunks(cached, include_usage=include_usage), cached=cached
+            )
+        trace = self._trace()
         try:
             outcome = await open_stream(
                 self.upstream,
                 decision.candidates,
                 decision.body,
                 self._policy(entry),
-                self._trace(),
+                trace,
                 include_usage=include_usage,
-                gate=self.limits.gate(hints.tier),
+                gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name, stream=True),
+                spend=self.policies.spend_hook(request),
             )
         except AllFailed as exc:
-            raise self._failure(entry, exc, decision) from None
-        self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(time.monotonic() - started)
-        return outcome, entry, decision
+            raise await self._fail(request, exc, decision, trace) from None
+        except BaseException:
+            if trace.reservation is not None:
+                trace.reservation.release()
+            raise
+        self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(
+            time.monotonic() - request.started
+        )
+        return StreamCall(self, request, outcome=outcome)
 
     async def embeddings(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
-        started = time.monotonic()
-        entry = self._entry(self._snapshot(), body["model"])
-        decision = self._plan(entry, body, hints, "embeddings")
+        request = self._request(body, hints, "embeddings")
+        entry = request.entry
+        decision = await self._admit(request)
+        trace = self._trace()
         try:
             outcome = await run_embeddings(
                 self.upstream,
                 decision.candidates,
-                body,
+                request.body,
                 self._policy(entry),
-                self._trace(),
-                gate=self.limits.gate(hints.tier),
+                trace,
+                gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name),
+                spend=self.policies.spend_hook(request),
             )
         except AllFailed as exc:
-            raise self._failure(entry, exc, decision) from None
-        cost = self.account(entry, outcome.backend, hints, outcome.response.get("usage"), started, "ok")
+            raise await self._fail(request, exc, decision, trace) from None
+        except BaseException:
+            if trace.reservation is not None:
+                trace.reservation.release()
+            raise
+        usage = usage_of(outcome.response.get("usage")) or Usage()
+        cost = await self.policies.finish(
+            request,
+            outcome.backend,
+            usage,
+            outcome="ok",
+            status=200,
+            attempts=outcome.trace.attempts,
+            reservation=trace.reservation,
+        )
         if body.get("encoding_format") == "base64":
             _encode_base64(outcome.response)
-        return outcome.response, RouteMeta(
-            outcome.backend.name,
-            outcome.backend.region,
-            outcome.trace.attempts,
-            cost,
-            decision=decision,
-            debug=hints.debug,
-        )
+        return outcome.response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)
 
     def _plan(
         self, entry: ModelEntry, body: Json, hints: Hints, kind: Kind, *, stream: bool = False
@@ -377,7 +509,20 @@ class RouterService:
         summary += decision.residency_note()
         log.warning("model %s: %s", entry.name, exc)
         overloaded = overloaded_error(entry.name, exc.errors)
-        if overloaded is not None:
+        refused = [err for _, err in exc.errors if isinstance(err, SpendRefused)]
+        if refused:
+            # Whatever else failed, what stands between the app and an answer is the budget.
+            refusal = refused[0].refusal
+            until = f" until {refusal.reset_at}" if refusal.reset_at else ""
+            error = ApiError(
+                429,
+                f"budget {refusal.budget!r} does not allow this request{until}: {summary}",
+                code="budget_exceeded",
+                extra={"budget": refusal.budget, "reset_at": refusal.reset_at or None},
+                headers={"x-llmroute-budget": refusal.budget}
+                | ({"x-llmroute-budget-reset": refusal.reset_at} if refusal.reset_at else {}),
+            )
+        elif overloaded is not None:
             error = overloaded
         elif final is not None and final.kind == ErrorKind.BAD_REQUEST:
             error = ApiError(
@@ -421,3 +566,29 @@ def _encode_base64(response: Json) -> None:
         vector = item.get("embedding") if isinstance(item, dict) else None
         if isinstance(vector, list):
             item["embedding"] = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def default_policies(
+    metrics: Metrics, usage: UsageBuffer, *, audit: AuditLog | None = None
+) -> RequestPolicies:
+    """In-process policy parts: what a standalone sidecar without Redis runs."""
+
+    def on_budget(event: str, budget: str) -> None:
+        metrics.policy.budget_events.labels(budget, event).inc()
+
+    return RequestPolicies(
+        metrics=metrics,
+        usage=usage,
+        budgets=BudgetGuard(source=LocalSource(), listener=on_budget),
+        rates=RateLimiter(),
+        cache=ResponseCache(on_event=lambda event: metrics.policy.cache_events.labels(event).inc()),
+        audit=audit or AuditLog(None),
+    )
+
+
+def _completion_text(response: Json) -> str | None:
+    """The first choice's text, for an audit line of a route that logs text."""
+    choices = response.get("choices") or []
+    message = choices[0].get("message") if choices and isinstance(choices[0], dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else None

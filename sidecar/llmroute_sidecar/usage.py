@@ -1,7 +1,7 @@
 """Usage records: one per answered request, kept in a bounded buffer until reported.
 
-The operator connection (a later issue) drains this buffer as sequence-numbered batches; until then a
-standalone sidecar only counts them. Bounded, so a long operator outage costs memory only up to the
+The operator connection (``usage_reporter.py``) drains this buffer as sequence-numbered batches; a
+standalone sidecar keeps only a short recent window (its metrics and audit log carry the rest). Bounded, so a long operator outage costs memory only up to the
 bound; the count of records dropped at the bound is exported, never silent.
 """
 
@@ -26,9 +26,18 @@ class UsageRecord:
     input_tokens: int
     output_tokens: int
     cost_micro_usd: int
-    outcome: str
+    outcome: str  # ok, stream_error, error, client_disconnected, rate_limited, budget_exceeded, blocked, ...
     latency_seconds: float
     started_at: float = field(default_factory=time.time)
+    region: str = ""
+    cached_tokens: int = 0
+    estimated: bool = False  # the provider sent no usage: tokens are the sidecar's own count
+    cache: str = ""  # hit, semantic, miss, bypass, or "" when caching is off
+    attempts: int = 0
+    http_status: int = 200
+    config_version: str = ""
+    budgets: tuple[str, ...] = ()  # every budget the request was charged to
+    provider_model: str = ""  # the backend's model id at the provider
 
 
 class UsageBuffer:

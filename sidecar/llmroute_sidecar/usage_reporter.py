@@ -42,6 +42,17 @@ _OUTCOMES = {
     "stream_error": upb.USAGE_OUTCOME_UPSTREAM_ERROR,
     "error": upb.USAGE_OUTCOME_UPSTREAM_ERROR,
     "client_disconnected": upb.USAGE_OUTCOME_CANCELLED,
+    "timeout": upb.USAGE_OUTCOME_TIMEOUT,
+    "rate_limited": upb.USAGE_OUTCOME_RATE_LIMITED,
+    "budget_exceeded": upb.USAGE_OUTCOME_BUDGET_EXHAUSTED,
+    "blocked": upb.USAGE_OUTCOME_BLOCKED,
+    "invalid": upb.USAGE_OUTCOME_INVALID_REQUEST,
+}
+_CACHE = {
+    "hit": cpb.CACHE_STATUS_HIT,
+    "semantic": cpb.CACHE_STATUS_SEMANTIC_HIT,
+    "miss": cpb.CACHE_STATUS_MISS,
+    "bypass": cpb.CACHE_STATUS_BYPASS,
 }
 
 
@@ -64,6 +75,15 @@ def to_proto(record: UsageRecord) -> upb.UsageRecord:
         outcome=_OUTCOMES.get(record.outcome, upb.USAGE_OUTCOME_UNSPECIFIED),
         started_at=started,
         latency=latency,
+        region=record.region,
+        cached_tokens=max(0, record.cached_tokens),
+        estimated=record.estimated,
+        cache=_CACHE.get(record.cache, cpb.CACHE_STATUS_UNSPECIFIED),
+        attempts=record.attempts,
+        http_status=record.http_status,
+        config_version=record.config_version,
+        budgets=list(record.budgets),
+        model=record.provider_model,
     )
     if record.user:
         out.user_raw = record.user

@@ -48,7 +48,7 @@ spec:
     endpoint: {endpoint}
     region: us-east-1
     credentialsRef: {{name: openai, key: {key_name}}}
-    pricing: {{inputPerMillion: 1000000, outputPerMillion: 1000000}}
+    pricing: {{inputPerMillion: 1000, outputPerMillion: 1000}}
 ---
 apiVersion: v1
 kind: Secret

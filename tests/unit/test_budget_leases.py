@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from llmroute_operator.budgets.leases import LeaseBook
 from llmroute_operator.budgets.ledger import BudgetLedger, Limits
-from llmroute_operator.budgets.periods import Window
+from llmroute_proto.periods import Window
 
 HARD = 1_000_000
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

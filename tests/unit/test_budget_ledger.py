@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from llmroute_operator.budgets.ledger import BatchLog, BudgetLedger, Limits, from_micro, to_micro
-from llmroute_operator.budgets.periods import Window
+from llmroute_proto.periods import Window
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 MARCH = Window(START, datetime(2026, 4, 1, tzinfo=UTC))

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmroute_operator.budgets.periods import PeriodType, period_window
+from llmroute_proto.periods import PeriodType, period_window
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:

@@ -1,5 +1,5 @@
 """Per-backend concurrency limits (``llmroute_sidecar.load``): limits hold, queues are bounded and
-refuse fast, premium goes first, cancellation never leaks a slot, config swaps re-limit, and the
+refuse fast, premium goes first, tenants take turns within a class, cancellation never leaks a slot, config swaps re-limit, and the
 attempt loop skips saturated backends and answers a quick 429 when all are."""
 
 from __future__ import annotations
@@ -259,6 +259,129 @@ async def test_waiter_cancelled_just_after_being_granted_passes_the_slot_on() ->
     assert limiter.in_flight == 0 and limiter.queued == 0
 
 
+# -- fairness between tenants ---------------------------------------------------------------------
+
+
+async def _serve_one_at_a_time(limiter: BackendLimiter, queued: list[tuple[str, str, Priority]]) -> list[str]:
+    """Queue ``(label, tenant, priority)`` requests in this order behind one held slot, then free
+    one slot at a time; the labels in the order they were served."""
+    held = await limiter.acquire()
+    pending: dict[asyncio.Task[Slot], str] = {}
+    for label, tenant, priority in queued:
+        pending[asyncio.create_task(limiter.acquire(priority, wait=5, tenant=tenant))] = label
+        await _settle()
+    order: list[str] = []
+    current = held
+    while pending:
+        current.release()
+        await _settle()
+        (done,) = [task for task in pending if task.done()]
+        order.append(pending.pop(done))
+        current = done.result()
+    current.release()
+    assert limiter.in_flight == 0 and limiter.queued == 0
+    return order
+
+
+async def test_a_single_request_is_not_starved_by_another_tenants_burst() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=60)
+    burst = [(f"a{i}", "a", Priority.STANDARD) for i in range(50)]
+    order = await _serve_one_at_a_time(limiter, [*burst, ("b0", "b", Priority.STANDARD)])
+    assert "b0" in order[:2]
+    assert [label for label in order if label != "b0"] == [f"a{i}" for i in range(50)]  # FIFO within a
+
+
+async def test_tenants_take_turns_fifo_within_each() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=10)
+    queued = [(f"{t}{i}", t, Priority.STANDARD) for t in "abc" for i in range(3)]
+    order = await _serve_one_at_a_time(limiter, queued)
+    assert order == ["a0", "b0", "c0", "a1", "b1", "c1", "a2", "b2", "c2"]
+
+
+async def test_priority_wins_over_fairness() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=10)
+    queued = [
+        ("a0", "a", Priority.STANDARD),
+        ("b0", "b", Priority.STANDARD),
+        ("a1", "a", Priority.PREMIUM),
+        ("a2", "a", Priority.PREMIUM),
+        ("c0", "c", Priority.PREMIUM),
+    ]
+    order = await _serve_one_at_a_time(limiter, queued)
+    assert order == ["a1", "c0", "a2", "a0", "b0"]
+
+
+async def test_untenanted_requests_share_one_turn() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=10)
+    queued = [("x0", "", Priority.STANDARD), ("x1", "", Priority.STANDARD), ("a0", "a", Priority.STANDARD)]
+    assert await _serve_one_at_a_time(limiter, queued) == ["x0", "a0", "x1"]
+
+
+async def test_a_tenant_that_left_the_queue_rejoins_at_the_back() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=10)
+    held = await limiter.acquire()
+    gone = asyncio.create_task(limiter.acquire(wait=5, tenant="b"))
+    await _settle()
+    a = [asyncio.create_task(limiter.acquire(wait=5, tenant="a")) for _ in range(2)]
+    await _settle()
+    gone.cancel()  # b's only request leaves: b leaves the ring
+    await _settle()
+    assert limiter.queued == 2
+    b = asyncio.create_task(limiter.acquire(wait=5, tenant="b"))
+    await _settle()
+    held.release()
+    await _settle()
+    assert a[0].done() and not b.done()
+    a[0].result().release()
+    await _settle()
+    assert b.done() and not a[1].done()
+    b.result().release()
+    (await a[1]).release()
+    assert limiter.in_flight == 0 and limiter.queued == 0
+
+
+async def test_premium_displaces_from_the_busiest_tenant() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=3)
+    held = await limiter.acquire()
+    a = [asyncio.create_task(limiter.acquire(wait=5, tenant="a")) for _ in range(2)]
+    await _settle()
+    b = asyncio.create_task(limiter.acquire(wait=5, tenant="b"))  # newest, but b's only request
+    await _settle()
+    premium = asyncio.create_task(limiter.acquire(Priority.PREMIUM, wait=5, tenant="c"))
+    await _settle()
+    with pytest.raises(Saturated, match="displaced"):
+        await a[1]
+    assert not b.done() and not a[0].done()
+    held.release()
+    for task in (premium, a[0], b):
+        (await task).release()
+    assert limiter.in_flight == 0 and limiter.queued == 0
+
+
+async def test_gate_passes_the_tenant_and_old_calls_still_work() -> None:
+    limits = LoadLimits(settings=LoadSettings(queue_factor=10))
+    backend = _backends({"a": 1})[0]
+    assert limits.gate("premium") is limits.gate("premium")
+    gate = limits.gate("premium", tenant="acme")
+    assert (gate.priority, gate.tenant) == (Priority.PREMIUM, "acme")
+    assert limits.gate("standard").tenant == ""
+    held = await gate.enter(backend, 1)
+    burst = [asyncio.create_task(limits.gate("", tenant="big").enter(backend, 5)) for _ in range(5)]
+    await _settle()
+    single = asyncio.create_task(limits.gate("", tenant="small").enter(backend, 5))
+    await _settle()
+    held.release()
+    await _settle()
+    first = burst[0].result()
+    first.release()
+    await _settle()
+    assert single.done()
+    single.result().release()
+    for task in burst[1:]:
+        (await task).release()
+    assert limits.limiter(backend).in_flight == 0
+
+
 async def _chaos(seed: int, limit: int, queue: int, workers: int) -> None:
     """Random holds, random cancellations (queued, granted-but-not-resumed, holding) and random
     timeouts; afterwards nothing is held or queued, and the limit was never exceeded."""
@@ -268,8 +391,9 @@ async def _chaos(seed: int, limit: int, queue: int, workers: int) -> None:
 
     async def worker() -> None:
         priority = rng.choice(list(Priority))
+        tenant = rng.choice(["", "a", "b", "c"])
         try:
-            slot = await limiter.acquire(priority, wait=rng.choice([None, 0.0, 0.001, 0.01]))
+            slot = await limiter.acquire(priority, wait=rng.choice([None, 0.0, 0.001, 0.01]), tenant=tenant)
         except Saturated:
             return
         tracker.enter()

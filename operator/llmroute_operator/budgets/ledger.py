@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Literal
 
-from .periods import Window
+from llmroute_proto.periods import Window
 
 __all__ = ["BatchLog", "BudgetLedger", "Limits", "State", "from_micro", "to_micro"]
 

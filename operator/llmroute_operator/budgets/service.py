@@ -27,6 +27,7 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llmroute_proto.api.budget import LLMBudget, LLMBudgetSpec, LLMBudgetStatus
+from llmroute_proto.periods import period_window
 from llmroute_proto.v1 import allowance_pb2 as apb
 from llmroute_proto.v1 import config_pb2 as pb
 from llmroute_proto.v1 import usage_pb2 as upb
@@ -37,7 +38,6 @@ from ..index import ClusterIndex
 from ..settings import OperatorSettings
 from .leases import Lease, LeaseBook
 from .ledger import BatchLog, BudgetLedger, Limits, from_micro, to_micro
-from .periods import period_window
 
 __all__ = ["BudgetError", "BudgetObserver", "BudgetService"]
 
@@ -132,7 +132,6 @@ class BudgetService:
         observer: BudgetObserver | None = None,
         lease_ttl: timedelta = timedelta(seconds=20),
         lease_grace: timedelta = timedelta(seconds=5),
-        lease_quarantine: timedelta | None = None,
         persist_interval: float = 0.25,
         tick_seconds: float = 1.0,
         warmup_seconds: float = 15.0,
@@ -145,8 +144,9 @@ class BudgetService:
         self._observer: BudgetObserver = observer or _NoObserver()
         self._lease_ttl, self._lease_grace = lease_ttl, lease_grace
         # Leases live in memory only. After a (re)start, leases a previous operator granted may still
-        # be live in sidecars; granting again before they expired could hand out the same money twice.
-        self._quarantine = lease_ttl + lease_grace if lease_quarantine is None else lease_quarantine
+        # be live in sidecars; granting that money again before they expired would hand it out twice.
+        # So status records the outstanding allowance, and a restarted operator keeps that much
+        # reserved for one lease lifetime (see _track), instead of refusing every lease meanwhile.
         self._started_at: datetime | None = None
         self._persist_interval = persist_interval
         self._tick_seconds = tick_seconds
@@ -253,6 +253,18 @@ class BudgetService:
             ledger = BudgetLedger(window=window, limits=limits)
             _seed(ledger, budget.status)
             tracked = _Budget(key, spec, ledger, LeaseBook(ttl=self._lease_ttl, grace=self._lease_grace))
+            previous = _outstanding(budget.status, ledger)
+            if previous > 0:
+                # Leases of the previous run: reserved until they have certainly expired.
+                tracked.leases.leases["previous-run"] = Lease(
+                    id="previous-run", owner="", granted=previous, expires_at=now + self._lease_ttl
+                )
+                log.info(
+                    "budget %s/%s: %s of allowance leased by a previous run stays reserved for %.0fs",
+                    *key,
+                    from_micro(previous),
+                    (self._lease_ttl + self._lease_grace).total_seconds(),
+                )
             tracked.persisted_alerted = ledger.alerted_percent
             self._budgets[key] = tracked
             log.info(
@@ -488,15 +500,10 @@ class BudgetService:
             return answer
         tracked = self._budget_for(identity, request.budget)
         now = self._clock()
-        if self._started_at is not None and now < self._started_at + self._quarantine:
-            wait = (self._started_at + self._quarantine - now).total_seconds()
-            raise BudgetError(
-                "UNAVAILABLE",
-                f"the operator started recently; leases granted before may still be live, so new ones "
-                f"start in {wait:.0f}s",
-            )
         tracked.leases.expire(now)
         lease = tracked.leases.grant(owner, request.requested_micro_usd, tracked.ledger.remaining, now)
+        if lease is not None:
+            tracked.ledger.revision += 1  # status records the outstanding allowance (restart safety)
         return self._idempotent.put(owner, request.request_id, self._grant(tracked, lease))
 
     def renew(self, identity: Identity, request: apb.RenewRequest) -> apb.LeaseGrant:
@@ -513,9 +520,12 @@ class BudgetService:
             tracked.leases.expire(now)
             if lease.id not in tracked.leases.leases:
                 break
+            before = lease.granted
             tracked.leases.renew(
                 lease, request.spent_micro_usd, request.requested_micro_usd, tracked.ledger.remaining, now
             )
+            if lease.granted != before:
+                tracked.ledger.revision += 1
             return self._idempotent.put(owner, request.request_id, self._grant(tracked, lease))
         raise BudgetError("NOT_FOUND", f"lease {request.lease_id!r} is unknown or expired; open a new one")
 
@@ -546,10 +556,19 @@ def _seed(ledger: BudgetLedger, status: LLMBudgetStatus | None) -> None:
     ledger.alerted_percent = status.alerted_percent or 0
 
 
+def _outstanding(status: LLMBudgetStatus | None, ledger: BudgetLedger) -> int:
+    """Allowance the stored status says was leased out, if it is of the current period."""
+    if status is None or status.outstanding_allowance is None or status.period_start != ledger.window.start:
+        return 0
+    return to_micro(status.outstanding_allowance)
+
+
 def _in_scope(spec: LLMBudgetSpec, record: upb.UsageRecord) -> bool:
     scope = spec.scope
     if scope.routes is not None:
         return record.route in scope.routes
     if scope.tenant is not None:
         return record.tenant == scope.tenant
+    if scope.user is not None:
+        return record.WhichOneof("user") == "user_raw" and record.user_raw == scope.user
     return bool(scope.namespace)

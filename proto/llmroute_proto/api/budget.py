@@ -31,14 +31,14 @@ BudgetState = Literal["Normal", "SoftLimited", "Exhausted"]
 
 
 class BudgetScope(ResourceModel):
-    """What the budget counts: exactly one of routes, the whole namespace, or a tenant."""
+    """What the budget counts: exactly one of routes, the whole namespace, a tenant, or a user."""
 
     model_config = ResourceModel.model_config | {
         "json_schema_extra": rules(
             rule(
                 "(has(self.routes) ? 1 : 0) + ((has(self.namespace) && self.namespace) ? 1 : 0)"
-                " + (has(self.tenant) ? 1 : 0) == 1",
-                "spec.scope must set exactly one of routes, namespace: true, or tenant",
+                " + (has(self.tenant) ? 1 : 0) + (has(self.user) ? 1 : 0) == 1",
+                "spec.scope must set exactly one of routes, namespace: true, tenant, or user",
             )
         )
     }
@@ -59,12 +59,26 @@ class BudgetScope(ResourceModel):
         max_length=128,
         description="Counts requests carrying this x-llmroute-tenant header value, across the namespace's routes.",
     )
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description=(
+            "Counts requests of this end user (the x-llmroute-user header, else the request's OpenAI `user` "
+            "field), across the namespace's routes."
+        ),
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> BudgetScope:
-        chosen = [self.routes is not None, bool(self.namespace), self.tenant is not None]
+        chosen = [
+            self.routes is not None,
+            bool(self.namespace),
+            self.tenant is not None,
+            self.user is not None,
+        ]
         if sum(chosen) != 1:
-            raise ValueError("spec.scope must set exactly one of routes, namespace: true, or tenant")
+            raise ValueError("spec.scope must set exactly one of routes, namespace: true, tenant, or user")
         return self
 
 
@@ -187,6 +201,15 @@ class LLMBudgetSpec(ResourceModel):
         description="Percentages of the hard limit at which a Kubernetes Event and a metric report the spend.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
+    failure_mode: Literal["closed", "open"] = Field(
+        default="closed",
+        description=(
+            "What a sidecar does once it has spent the allowance it holds and cannot reach the operator for "
+            "more: closed refuses requests in scope with 429 budget_exceeded; open admits them and buffers "
+            "their usage until the operator is back, so the spend is counted late but never lost. "
+            "Either way a sidecar is never silently unlimited: open is a choice, and it is reported."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> LLMBudgetSpec:
@@ -212,6 +235,14 @@ class LLMBudgetStatus(ResourceModel):
     period_start: datetime | None = Field(default=None, description="Start of the current period (RFC 3339).")
     reset_at: datetime | None = Field(
         default=None, description="When the current period ends and spend resets."
+    )
+    outstanding_allowance: Money | None = Field(
+        default=None,
+        description=(
+            "Allowance leased to sidecars and not yet counted as spend, at the last status write. An "
+            "operator that restarts keeps this much reserved for one lease lifetime, so no money is "
+            "granted twice."
+        ),
     )
     alerted_percent: int | None = Field(
         default=None,

@@ -19,6 +19,7 @@ from .cel import rule, rules
 from .common import Condition, DnsLabel, Duration, ResourceModel, parse_duration
 
 __all__ = [
+    "Audit",
     "Backend",
     "Backoff",
     "Cache",
@@ -590,6 +591,14 @@ class SemanticCache(ResourceModel):
         description="Backend from spec.backends that computes the embeddings."
     )
     ttl: Duration = Field(default="10m", description="How long an answer is reused.")
+    deterministic_only: bool = Field(
+        default=True,
+        description=(
+            "true: only requests without tools and with temperature 0 use the semantic cache, since a "
+            "similar prompt may only share an answer when sampling does not vary it; false: every request "
+            "without tools is eligible."
+        ),
+    )
 
 
 class Cache(ResourceModel):
@@ -611,6 +620,13 @@ class Pii(ResourceModel):
         max_length=6,
         description="Kinds of personal data to detect: email, phone, credit_card, ssn, iban, ip.",
     )
+    restore: bool = Field(
+        default=False,
+        description=(
+            "With action redact: put the original values back where the answer repeats a placeholder, "
+            "also across streamed chunks, so the app sees its own data while the provider never does."
+        ),
+    )
 
 
 class Privacy(ResourceModel):
@@ -619,8 +635,21 @@ class Privacy(ResourceModel):
     pii: Pii | None = Field(default=None, description="Detection of personal data.")
 
 
+class Audit(ResourceModel):
+    """The sidecar's audit log: one JSON line per request on its standard output."""
+
+    include_text: bool = Field(
+        default=False,
+        description=(
+            "true: the audit line also carries the prompt and the completion text (after PII redaction). "
+            "Off by default: the log then holds who called what, at what cost, never what was said."
+        ),
+    )
+
+
 class RateLimit(ResourceModel):
-    """A per-key request and token rate limit, enforced by each sidecar."""
+    """A per-key request and token rate limit; with a shared Redis (--redis-url) it holds across every
+    replica of the workload together, otherwise per sidecar."""
 
     model_config = ResourceModel.model_config | {
         "json_schema_extra": rules(
@@ -723,6 +752,7 @@ class LLMRouteSpec(ResourceModel):
         max_length=8,
         description="Request and token rate limits per user, tenant or route.",
     )
+    audit: Audit | None = Field(default=None, description="What the per-request audit log records.")
 
     @model_validator(mode="after")
     def _references(self) -> LLMRouteSpec:

@@ -314,6 +314,30 @@ BUDGET_STATE_EXHAUSTED: BudgetState.ValueType  # 3
 """Hard limit reached: requests in scope are refused."""
 Global___BudgetState: _TypeAlias = BudgetState  # noqa: Y015
 
+class _BudgetFailureMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BudgetFailureModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BudgetFailureMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUDGET_FAILURE_MODE_UNSPECIFIED: _BudgetFailureMode.ValueType  # 0
+    """Not set; treated as CLOSED."""
+    BUDGET_FAILURE_MODE_CLOSED: _BudgetFailureMode.ValueType  # 1
+    """Refuse requests in scope (429 budget_exceeded)."""
+    BUDGET_FAILURE_MODE_OPEN: _BudgetFailureMode.ValueType  # 2
+    """Admit requests in scope and buffer their usage until the operator is back."""
+
+class BudgetFailureMode(_BudgetFailureMode, metaclass=_BudgetFailureModeEnumTypeWrapper):
+    """What a sidecar does when a budget's allowance is spent and no more can be leased."""
+
+BUDGET_FAILURE_MODE_UNSPECIFIED: BudgetFailureMode.ValueType  # 0
+"""Not set; treated as CLOSED."""
+BUDGET_FAILURE_MODE_CLOSED: BudgetFailureMode.ValueType  # 1
+"""Refuse requests in scope (429 budget_exceeded)."""
+BUDGET_FAILURE_MODE_OPEN: BudgetFailureMode.ValueType  # 2
+"""Admit requests in scope and buffer their usage until the operator is back."""
+Global___BudgetFailureMode: _TypeAlias = BudgetFailureMode  # noqa: Y015
+
 @_typing.final
 class RouterConfig(_message.Message):
     """Everything one sidecar needs to route, guard and account for LLM calls. A sidecar swaps the whole
@@ -399,6 +423,7 @@ class Route(_message.Message):
     PRIVACY_FIELD_NUMBER: _builtins.int
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     BACKENDS_FIELD_NUMBER: _builtins.int
+    AUDIT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the LLMRoute."""
     namespace: _builtins.str
@@ -441,6 +466,10 @@ class Route(_message.Message):
         order. Names are unique within the route.
         """
 
+    @_builtins.property
+    def audit(self) -> Global___AuditPolicy:
+        """What the per-request audit log records. Unset: no prompt or completion text."""
+
     def __init__(
         self,
         *,
@@ -455,14 +484,37 @@ class Route(_message.Message):
         privacy: Global___PrivacyPolicy | None = ...,
         rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
         backends: _abc.Iterable[Global___Backend] | None = ...,
+        audit: Global___AuditPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cache", b"cache", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "cache", b"cache", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backends", b"backends", "cache", b"cache", "generation", b"generation", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "backends", b"backends", "cache", b"cache", "generation", b"generation", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class AuditPolicy(_message.Message):
+    """The sidecar's audit log: one JSON line per request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_TEXT_FIELD_NUMBER: _builtins.int
+    include_text: _builtins.bool
+    """Also log the prompt and completion text (after PII redaction)."""
+    def __init__(
+        self,
+        *,
+        include_text: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_text", b"include_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditPolicy: _TypeAlias = AuditPolicy  # noqa: Y015
 
 @_typing.final
 class LogicalModel(_message.Message):
@@ -964,10 +1016,15 @@ class SemanticCache(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     EMBEDDING_BACKEND_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
+    ALLOW_NONDETERMINISTIC_FIELD_NUMBER: _builtins.int
     threshold: _builtins.float
     """Minimum cosine similarity in (0, 1] for a hit."""
     embedding_backend: _builtins.str
     """Name of the backend that computes embeddings."""
+    allow_nondeterministic: _builtins.bool
+    """Also serve requests with a non-zero temperature from the semantic cache. False (the default):
+    only requests without tools at temperature 0 are eligible.
+    """
     @_builtins.property
     def ttl(self) -> _duration_pb2.Duration:
         """How long a cached answer is reused."""
@@ -978,10 +1035,11 @@ class SemanticCache(_message.Message):
         threshold: _builtins.float = ...,
         embedding_backend: _builtins.str = ...,
         ttl: _duration_pb2.Duration | None = ...,
+        allow_nondeterministic: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_backend", b"embedding_backend", "threshold", b"threshold", "ttl", b"ttl"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_nondeterministic", b"allow_nondeterministic", "embedding_backend", b"embedding_backend", "threshold", b"threshold", "ttl", b"ttl"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1019,8 +1077,11 @@ class PiiPolicy(_message.Message):
 
     ACTION_FIELD_NUMBER: _builtins.int
     TYPES_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     action: Global___PiiAction.ValueType
     """What happens on a match."""
+    restore: _builtins.bool
+    """With REDACT: put the original values back where the answer repeats a placeholder."""
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[Global___PiiType.ValueType]:
         """The kinds of data to look for."""
@@ -1030,10 +1091,11 @@ class PiiPolicy(_message.Message):
         *,
         action: Global___PiiAction.ValueType = ...,
         types: _abc.Iterable[Global___PiiType.ValueType] | None = ...,
+        restore: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "types", b"types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "restore", b"restore", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1041,7 +1103,9 @@ Global___PiiPolicy: _TypeAlias = PiiPolicy  # noqa: Y015
 
 @_typing.final
 class RateLimit(_message.Message):
-    """A token-bucket limit, enforced locally by each sidecar."""
+    """A token-bucket limit. With a shared Redis the buckets hold across every sidecar of the workload;
+    without one, each sidecar enforces it locally.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1373,6 +1437,12 @@ class Budget(_message.Message):
     PERIOD_START_FIELD_NUMBER: _builtins.int
     PERIOD_END_FIELD_NUMBER: _builtins.int
     REQUIRES_ALLOWANCE_FIELD_NUMBER: _builtins.int
+    FAILURE_MODE_FIELD_NUMBER: _builtins.int
+    HARD_LIMIT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    SOFT_LIMIT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    SPENT_MICRO_USD_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    TIMEZONE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the LLMBudget (in the sidecar's namespace)."""
     state: Global___BudgetState.ValueType
@@ -1385,6 +1455,24 @@ class Budget(_message.Message):
     """True when the budget has a hard limit: the sidecar may only spend allowance it holds from an
     Allowances lease (allowance.proto), so the limit holds across all sidecars together.
     """
+    failure_mode: Global___BudgetFailureMode.ValueType
+    """What a sidecar does when its allowance is spent and the operator cannot be reached."""
+    hard_limit_micro_usd: _builtins.int
+    """The hard limit of one period, in micro-USD. A standalone sidecar (no operator) enforces it
+    against its own spend; an operator-fed one only through leases.
+    """
+    soft_limit_micro_usd: _builtins.int
+    """The soft limit in micro-USD; 0: none."""
+    spent_micro_usd: _builtins.int
+    """Spend counted in the current period when the config was compiled, in micro-USD (from
+    LLMBudget.status.spent); the starting point of a standalone sidecar's own count.
+    """
+    period: _builtins.str
+    """The period type ("daily", "weekly" or "monthly"), so a standalone sidecar rolls its own count
+    over at the same instants the operator would.
+    """
+    timezone: _builtins.str
+    """The IANA time zone periods start in, e.g. "Europe/Berlin"."""
     @_builtins.property
     def scope(self) -> Global___BudgetScope:
         """Which requests count against the budget."""
@@ -1408,10 +1496,16 @@ class Budget(_message.Message):
         period_start: _timestamp_pb2.Timestamp | None = ...,
         period_end: _timestamp_pb2.Timestamp | None = ...,
         requires_allowance: _builtins.bool = ...,
+        failure_mode: Global___BudgetFailureMode.ValueType = ...,
+        hard_limit_micro_usd: _builtins.int = ...,
+        soft_limit_micro_usd: _builtins.int = ...,
+        spent_micro_usd: _builtins.int = ...,
+        period: _builtins.str = ...,
+        timezone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["downgrade_backend", b"downgrade_backend", "downgrade_tier", b"downgrade_tier", "downgrade_to", b"downgrade_to", "period_end", b"period_end", "period_start", b"period_start", "scope", b"scope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["downgrade_backend", b"downgrade_backend", "downgrade_tier", b"downgrade_tier", "downgrade_to", b"downgrade_to", "name", b"name", "period_end", b"period_end", "period_start", b"period_start", "requires_allowance", b"requires_allowance", "scope", b"scope", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["downgrade_backend", b"downgrade_backend", "downgrade_tier", b"downgrade_tier", "downgrade_to", b"downgrade_to", "failure_mode", b"failure_mode", "hard_limit_micro_usd", b"hard_limit_micro_usd", "name", b"name", "period", b"period", "period_end", b"period_end", "period_start", b"period_start", "requires_allowance", b"requires_allowance", "scope", b"scope", "soft_limit_micro_usd", b"soft_limit_micro_usd", "spent_micro_usd", b"spent_micro_usd", "state", b"state", "timezone", b"timezone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_downgrade_to: _TypeAlias = _typing.Literal["downgrade_tier", "downgrade_backend"]  # noqa: Y015
     _WhichOneofArgType_downgrade_to: _TypeAlias = _typing.Literal["downgrade_to", b"downgrade_to"]  # noqa: Y015
@@ -1430,6 +1524,7 @@ class BudgetScope(_message.Message):
     ROUTES_FIELD_NUMBER: _builtins.int
     TENANTS_FIELD_NUMBER: _builtins.int
     NAMESPACE_FIELD_NUMBER: _builtins.int
+    USERS_FIELD_NUMBER: _builtins.int
     namespace: _builtins.bool
     """Every request in the namespace counts."""
     @_builtins.property
@@ -1440,16 +1535,21 @@ class BudgetScope(_message.Message):
     def tenants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Tenants (x-llmroute-tenant) whose requests count. Empty: any tenant."""
 
+    @_builtins.property
+    def users(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """End users (x-llmroute-user, else the request's `user`) whose requests count. Empty: any user."""
+
     def __init__(
         self,
         *,
         routes: _abc.Iterable[_builtins.str] | None = ...,
         tenants: _abc.Iterable[_builtins.str] | None = ...,
         namespace: _builtins.bool = ...,
+        users: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "routes", b"routes", "tenants", b"tenants"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace", "routes", b"routes", "tenants", b"tenants", "users", b"users"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

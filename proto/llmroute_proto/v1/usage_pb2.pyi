@@ -103,6 +103,8 @@ class UsageRecord(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     LATENCY_FIELD_NUMBER: _builtins.int
     CONFIG_VERSION_FIELD_NUMBER: _builtins.int
+    ESTIMATED_FIELD_NUMBER: _builtins.int
+    BUDGETS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Unique id of the request (the sidecar's request id); the second de-duplication key."""
     route: _builtins.str
@@ -143,6 +145,10 @@ class UsageRecord(_message.Message):
     """Whether the sidecar's response cache answered."""
     config_version: _builtins.str
     """Version of the RouterConfig the request was routed with."""
+    estimated: _builtins.bool
+    """True when the provider reported no usage (a stream without a usage event, a cut stream) and
+    the tokens are the sidecar's own count of what it sent and relayed.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the sidecar received the request."""
@@ -150,6 +156,10 @@ class UsageRecord(_message.Message):
     @_builtins.property
     def latency(self) -> _duration_pb2.Duration:
         """From receipt to the last byte sent to the application."""
+
+    @_builtins.property
+    def budgets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Budgets this request was charged to, by name (each budget whose scope matched)."""
 
     def __init__(
         self,
@@ -175,10 +185,12 @@ class UsageRecord(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         latency: _duration_pb2.Duration | None = ...,
         config_version: _builtins.str = ...,
+        estimated: _builtins.bool = ...,
+        budgets: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "started_at", b"started_at", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_user: _TypeAlias = _typing.Literal["user_raw", "user_sha256"]  # noqa: Y015
     _WhichOneofArgType_user: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015

@@ -26,6 +26,7 @@ class ErrorKind(StrEnum):
     CONNECTION = "connection"  # refused, reset or DNS failure before an answer
     STREAM_CUT = "stream_cut"  # the stream ended without the provider's terminal event
     PROTOCOL = "protocol"  # the provider answered something we cannot parse
+    BUDGET = "budget_exceeded"  # not sent: a budget in scope cannot cover this backend's estimated cost
 
 
 # Kinds worth another attempt on the same backend (subject to the route's retryOn and budget).
@@ -38,6 +39,7 @@ _FALLBACK = _RETRYABLE | {
     ErrorKind.CONTEXT_TOO_LONG,
     ErrorKind.STREAM_CUT,
     ErrorKind.PROTOCOL,
+    ErrorKind.BUDGET,  # a cheaper (or free) backend may still fit the budget
 }
 
 

@@ -49,11 +49,17 @@ class BackendEntry:
     tier: int
     max_concurrency: int
     capabilities: pb.Capabilities
+    cached_input_per_million: float | None = None  # None: cached input tokens cost the input price
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (
             prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million
         ) / 1_000_000
+
+    @property
+    def free(self) -> bool:
+        """Priced 0 (a self-hosted model): it never needs budget allowance."""
+        return self.input_per_million <= 0 and self.output_per_million <= 0
 
 
 @dataclass(frozen=True)
@@ -165,4 +171,9 @@ def _backend(
         tier=backend.tier,
         max_concurrency=backend.max_concurrency,
         capabilities=caps,
+        cached_input_per_million=(
+            backend.pricing.cached_input_per_million
+            if backend.pricing.HasField("cached_input_per_million")
+            else None
+        ),
     )

@@ -3,7 +3,9 @@
 One :class:`BackendLimiter` guards one backend on this sidecar. A request takes a :class:`Slot`
 before its upstream attempt and gives it back when the attempt ends (a stream keeps it until the
 stream ends). When every slot is taken the request waits in a short queue; premium requests are
-served before standard ones whenever a slot frees. When the queue is full the limiter refuses at
+served before standard ones whenever a slot frees. Within a class the queue is fair between
+tenants: each tenant's requests wait in their own FIFO and the tenants take turns, one request each
+(round robin by request), so one tenant's burst cannot starve another tenant's single request. When the queue is full the limiter refuses at
 once with :class:`Saturated`, which the attempt loop (``attempts.py``) reads as "try the next
 candidate" and the service turns into a quick 429 when every candidate is saturated: a burst gets a
 fast, honest answer instead of a long hang.
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from enum import IntEnum
 from typing import Protocol
@@ -105,14 +107,78 @@ _QUEUED, _GRANTED, _GONE = 0, 1, 2
 
 
 class _Waiter:
-    __slots__ = ("enqueued", "future", "priority", "slot", "state")
+    __slots__ = ("enqueued", "future", "priority", "slot", "state", "tenant")
 
-    def __init__(self, future: asyncio.Future[Slot], priority: Priority, enqueued: float) -> None:
+    def __init__(
+        self, future: asyncio.Future[Slot], priority: Priority, enqueued: float, tenant: str = ""
+    ) -> None:
         self.future = future
         self.priority = priority
         self.enqueued = enqueued
+        self.tenant = tenant
         self.state = _QUEUED
         self.slot: Slot | None = None
+
+
+class _FairQueue:
+    """The waiters of one priority class: FIFO per tenant, tenants served in turn.
+
+    ``_ring`` is ordered by whose turn is next; a tenant that is served goes to the back, a tenant
+    with nobody left waiting leaves the ring (and joins at the back when it queues again). Waiters
+    leave their tenant's deque lazily (cancelled or displaced ones are skipped when popped);
+    ``_live`` holds the live number per tenant, so a tenant in the ring always has one.
+    """
+
+    __slots__ = ("_live", "_ring")
+
+    def __init__(self) -> None:
+        self._ring: OrderedDict[str, deque[_Waiter]] = OrderedDict()
+        self._live: dict[str, int] = {}
+
+    def push(self, waiter: _Waiter) -> None:
+        self._ring.setdefault(waiter.tenant, deque()).append(waiter)
+        self._live[waiter.tenant] = self._live.get(waiter.tenant, 0) + 1
+
+    def pop(self) -> _Waiter | None:
+        """The oldest live waiter of the tenant whose turn it is."""
+        while self._ring:
+            tenant, queue = next(iter(self._ring.items()))
+            while queue:
+                waiter = queue.popleft()
+                if waiter.state == _QUEUED:
+                    self.forget(waiter)
+                    if tenant in self._ring:
+                        self._ring.move_to_end(tenant)
+                    return waiter
+            self._live.pop(tenant, None)  # counts and deques disagree: cannot happen, but never spin
+            del self._ring[tenant]
+        return None
+
+    def forget(self, waiter: _Waiter) -> None:
+        """``waiter`` no longer waits (served, abandoned, displaced)."""
+        tenant = waiter.tenant
+        left = self._live.get(tenant, 0) - 1
+        if left <= 0:
+            self._live.pop(tenant, None)
+            self._ring.pop(tenant, None)
+            return
+        self._live[tenant] = left
+        queue = self._ring[tenant]
+        if len(queue) > 2 * left + 32:
+            live = [w for w in queue if w.state == _QUEUED]
+            queue.clear()
+            queue.extend(live)
+
+    def newest_of_busiest(self) -> _Waiter | None:
+        """Whom to turn away for a premium request: the newest waiter of the tenant with the most
+        waiting, so displacement, too, falls on the burst rather than on a tenant's only request."""
+        if not self._live:
+            return None
+        tenant = max(self._live, key=self._live.__getitem__)
+        for waiter in reversed(self._ring[tenant]):
+            if waiter.state == _QUEUED:
+                return waiter
+        return None
 
 
 class BackendLimiter:
@@ -133,9 +199,8 @@ class BackendLimiter:
         self._observer = observer
         self._clock = clock
         self._in_flight = 0
-        # Waiters leave their deque lazily (cancelled or displaced ones are skipped when popped);
-        # _counts holds the live numbers.
-        self._queues: tuple[deque[_Waiter], deque[_Waiter]] = (deque(), deque())
+        # One fair queue per priority class; _counts holds the live numbers per class.
+        self._queues: tuple[_FairQueue, _FairQueue] = (_FairQueue(), _FairQueue())
         self._counts = [0, 0]
         self._hold = _INITIAL_HOLD_S
 
@@ -188,9 +253,12 @@ class BackendLimiter:
             return self._grant(0.0)
         return None
 
-    async def acquire(self, priority: Priority = Priority.STANDARD, *, wait: float | None = None) -> Slot:
+    async def acquire(
+        self, priority: Priority = Priority.STANDARD, *, wait: float | None = None, tenant: str = ""
+    ) -> Slot:
         """A slot, waiting at most ``wait`` seconds; raises :class:`Saturated` when the queue is
-        full (at once) or the wait runs out."""
+        full (at once) or the wait runs out. ``tenant`` is whose turn a queued request waits for
+        (requests without one share the tenant ``""``)."""
         slot = self.try_acquire(priority)
         if slot is not None:
             return slot
@@ -200,8 +268,8 @@ class BackendLimiter:
             priority is Priority.PREMIUM and self._displace(Priority.STANDARD)
         ):
             raise self._reject(priority, "queue_full")
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), priority, self._clock())
-        self._queues[priority].append(waiter)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), priority, self._clock(), tenant)
+        self._queues[priority].push(waiter)
         self._counts[priority] += 1
         try:
             async with asyncio.timeout(wait):
@@ -228,7 +296,8 @@ class BackendLimiter:
         self._wake()
 
     def _wake(self) -> None:
-        """Hand free slots to waiters, premium first, oldest first within a class."""
+        """Hand free slots to waiters, premium first; within a class tenants in turn, each
+        tenant's oldest first."""
         while (self._counts[0] or self._counts[1]) and (self._limit == 0 or self._in_flight < self._limit):
             waiter = self._next_waiter()
             if waiter is None:  # counts and deques disagree: cannot happen, but never spin
@@ -243,10 +312,9 @@ class BackendLimiter:
 
     def _next_waiter(self) -> _Waiter | None:
         for queue in self._queues:
-            while queue:
-                waiter = queue.popleft()
-                if waiter.state == _QUEUED:
-                    return waiter
+            waiter = queue.pop()
+            if waiter is not None:
+                return waiter
         return None
 
     def _abandon(self, waiter: _Waiter) -> Slot | None:
@@ -257,7 +325,7 @@ class BackendLimiter:
         if waiter.state == _QUEUED:
             waiter.state = _GONE
             self._counts[waiter.priority] -= 1
-            self._compact(waiter.priority)
+            self._queues[waiter.priority].forget(waiter)
         if waiter.future.done() and not waiter.future.cancelled():
             waiter.future.exception()  # mark a displacement error as seen
         else:
@@ -265,23 +333,17 @@ class BackendLimiter:
         return None
 
     def _displace(self, priority: Priority) -> bool:
-        """Turn away the newest waiter of ``priority`` to make room; False if there is none."""
+        """Turn away a waiter of ``priority`` (the newest of the busiest tenant) to make room;
+        False if there is none."""
         queue = self._queues[priority]
-        for waiter in reversed(queue):
-            if waiter.state == _QUEUED:
-                waiter.state = _GONE
-                self._counts[priority] -= 1
-                waiter.future.set_exception(self._reject(priority, "displaced"))
-                self._compact(priority)
-                return True
-        return False
-
-    def _compact(self, priority: Priority) -> None:
-        queue = self._queues[priority]
-        if len(queue) > 2 * self._counts[priority] + 32:
-            live = [w for w in queue if w.state == _QUEUED]
-            queue.clear()
-            queue.extend(live)
+        waiter = queue.newest_of_busiest()
+        if waiter is None:
+            return False
+        waiter.state = _GONE
+        self._counts[priority] -= 1
+        queue.forget(waiter)
+        waiter.future.set_exception(self._reject(priority, "displaced"))
+        return True
 
     def _reject(self, priority: Priority, reason: str) -> Saturated:
         if self._observer is not None:

@@ -3,8 +3,8 @@
 :class:`LoadLimits` lives as long as the :class:`~llmroute_sidecar.service.RouterService` and hears
 every config swap (``apply``): a changed ``maxConcurrency`` reconfigures the existing limiter, so
 slots already out stay counted and the new limit applies to new acquisitions; a backend that left
-the config is forgotten once idle. A request gets a :class:`Gate` for its priority and passes it to
-the attempt loop (``attempts.py``), which enters the gate before each upstream attempt.
+the config is forgotten once idle. A request gets a :class:`Gate` for its priority and tenant (whose
+turn it waits for in a queue, see ``limiter.py``) and passes it to the attempt loop (``attempts.py``), which enters the gate before each upstream attempt.
 Neighbours: ``limiter.py`` (one backend's slots and queue), ``metrics.py`` (the observers).
 """
 
@@ -85,8 +85,11 @@ class LoadLimits:
         for key in [k for k, lim in self._limiters.items() if k not in seen and lim.idle]:
             del self._limiters[key]
 
-    def gate(self, tier: str) -> Gate:
-        """The admission gate of one request, by its ``x-llmroute-tier``."""
+    def gate(self, tier: str, tenant: str = "") -> Gate:
+        """The admission gate of one request, by its ``x-llmroute-tier`` and its tenant (queued
+        requests of different tenants are served in turn; ``""`` is one shared tenant)."""
+        if tenant:
+            return Gate(self, priority_for(tier), tenant)
         return self._gates[priority_for(tier)]
 
     def __len__(self) -> int:
@@ -96,10 +99,12 @@ class LoadLimits:
 @dataclass(frozen=True)
 class Gate:
     """What the attempt loop enters before each upstream attempt: a slot of that backend, waited
-    for at most ``wait`` seconds (the caller passes what its timeouts leave)."""
+    for at most ``wait`` seconds (the caller passes what its timeouts leave), queued in
+    ``tenant``'s turn."""
 
     limits: LoadLimits
     priority: Priority = Priority.STANDARD
+    tenant: str = ""
 
     async def enter(self, backend: BackendEntry, wait: float) -> Slot:
         limiter = self.limits.limiter(backend)
@@ -107,4 +112,6 @@ class Gate:
         if slot is not None:
             return slot
         cap = self.limits.settings.max_wait
-        return await limiter.acquire(self.priority, wait=wait if cap is None else min(wait, cap))
+        return await limiter.acquire(
+            self.priority, wait=wait if cap is None else min(wait, cap), tenant=self.tenant
+        )

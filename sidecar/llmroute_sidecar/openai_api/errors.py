@@ -41,8 +41,10 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.extra = extra or {}  # more fields of the error object, e.g. a budget's name and reset_at
         self.status = status
         self.message = message
         self.param = param
@@ -58,6 +60,7 @@ class ApiError(Exception):
                 ),
                 "param": self.param,
                 "code": self.code,
+                **self.extra,
             }
         }
 

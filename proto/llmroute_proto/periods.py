@@ -1,5 +1,8 @@
 """Budget periods: the daily, weekly (from Monday) or monthly window an instant falls in, in a time zone.
 
+Shared by the operator's ledger and a standalone sidecar's own budget count, so both roll over at the
+same instants.
+
 Windows start at local midnight in the budget's IANA time zone and are returned as aware UTC instants.
 Arithmetic happens on local calendar dates, never by adding hours, so a day that is 23 or 25 hours long
 (daylight saving) is still one day. A midnight that does not exist locally (a DST jump at 00:00, as in

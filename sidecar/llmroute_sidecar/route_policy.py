@@ -1,0 +1,83 @@
+"""A route's request-path policies (rate limits, PII, cache, audit) in plain values, built once per config.
+
+``service.py`` reads these for every request, so they are built from the protobuf ``Route`` once per
+config snapshot and cached by route identity (as ``attempts.Policy`` is for resilience).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llmroute_proto.v1 import config_pb2 as pb
+
+from .ratelimit import LimitSpec
+
+__all__ = ["RoutePolicies"]
+
+_PII_TYPES = {
+    pb.PII_TYPE_EMAIL: "email",
+    pb.PII_TYPE_PHONE: "phone",
+    pb.PII_TYPE_CREDIT_CARD: "credit_card",
+    pb.PII_TYPE_SSN: "ssn",
+    pb.PII_TYPE_IBAN: "iban",
+    pb.PII_TYPE_IP: "ip",
+}
+_RATE_KEYS = {pb.RATE_LIMIT_KEY_USER: "user", pb.RATE_LIMIT_KEY_TENANT: "tenant"}
+
+
+@dataclass(frozen=True)
+class RoutePolicies:
+    scope: str  # "namespace/route": partitions rate-limit buckets and cache entries
+    rate_limits: tuple[LimitSpec, ...] = ()
+    pii_types: frozenset[str] = frozenset()
+    pii_block: bool = False
+    pii_restore: bool = False
+    exact_ttl: float = 0.0  # seconds; 0: no exact cache
+    semantic_ttl: float = 0.0  # seconds; 0: no semantic cache
+    semantic_threshold: float = 0.0
+    semantic_backend: str = ""
+    semantic_any_temperature: bool = False
+    audit_text: bool = False
+
+    @property
+    def caching(self) -> bool:
+        return self.exact_ttl > 0 or self.semantic_ttl > 0
+
+    @classmethod
+    def from_route(cls, route: pb.Route) -> RoutePolicies:
+        limits = tuple(
+            LimitSpec(
+                key=_RATE_KEYS.get(limit.key, "route"),
+                requests_per_minute=limit.requests_per_minute,
+                tokens_per_minute=limit.tokens_per_minute,
+            )
+            for limit in route.rate_limits
+        )
+        pii = route.privacy.pii if route.HasField("privacy") and route.privacy.HasField("pii") else None
+        types = (
+            frozenset(_PII_TYPES[t] for t in pii.types if t in _PII_TYPES) if pii is not None else frozenset()
+        )
+        cache = route.cache if route.HasField("cache") else None
+        exact_ttl = semantic_ttl = threshold = 0.0
+        semantic_backend, any_temperature = "", False
+        if cache is not None and cache.HasField("exact"):
+            exact_ttl = cache.exact.ttl.ToTimedelta().total_seconds() or 600.0
+        if cache is not None and cache.HasField("semantic"):
+            semantic = cache.semantic
+            semantic_ttl = semantic.ttl.ToTimedelta().total_seconds() or 600.0
+            threshold = semantic.threshold
+            semantic_backend = semantic.embedding_backend
+            any_temperature = semantic.allow_nondeterministic
+        return cls(
+            scope=f"{route.namespace}/{route.name}",
+            rate_limits=limits,
+            pii_types=types,
+            pii_block=pii is not None and pii.action == pb.PII_ACTION_BLOCK,
+            pii_restore=pii is not None and pii.restore and pii.action != pb.PII_ACTION_BLOCK,
+            exact_ttl=exact_ttl,
+            semantic_ttl=semantic_ttl,
+            semantic_threshold=threshold,
+            semantic_backend=semantic_backend,
+            semantic_any_temperature=any_temperature,
+            audit_text=route.HasField("audit") and route.audit.include_text,
+        )
