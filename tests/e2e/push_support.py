@@ -81,6 +81,7 @@ class SidecarProcess:
     http_port: int = field(default_factory=free_port)
     admin_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()  # more llmroute-sidecar flags, e.g. --redis-url
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,6 +99,7 @@ class SidecarProcess:
             "--grpc-addr", f"127.0.0.1:{self.grpc_port}",
             "--admin-addr", f"127.0.0.1:{self.admin_port}",
             "--operator-backoff-max", "2",
+            *self.extra_args,
         ]  # fmt: skip
         env = {**os.environ, "POD_NAME": self.name, "POD_NAMESPACE": self.namespace, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as sink:

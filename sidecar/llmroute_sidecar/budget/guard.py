@@ -135,7 +135,8 @@ class BudgetGuard:
         for name, budget in budgets.items():
             wallet = self.wallets.setdefault(name, Wallet(budget=name))
             wallet.exhausted = False  # limits or state may have moved: ask again
-            # Lease ahead in steps of at least 0.5% of the hard limit, before any request is seen.
+            # Lease at once, in steps of at least 0.5% of the hard limit: a sidecar that lost the
+            # operator right after a push still holds allowance to serve with.
             wallet.floor = budget.hard_limit_micro_usd // 200
         self.budgets = budgets
         self.wake()
