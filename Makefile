@@ -24,7 +24,7 @@ help:
 	@echo "make test-unit | test-integration | test-e2e    one tier"
 	@echo "make lint | typecheck | proto | crds | check-generated"
 	@echo "make controlplane | cluster-up | cluster-down    the local kube-apiserver + etcd"
-	@echo "make bench-overhead | bench-overhead-quick | bench-routing | bench-propagation | bench-gc    benchmarks (not part of make test)"
+	@echo "make bench-overhead | bench-overhead-quick | bench-policies | bench-routing | bench-propagation | bench-gc    benchmarks (not part of make test)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -101,6 +101,10 @@ bench-overhead: $(STAMP)
 .PHONY: bench-overhead-quick
 bench-overhead-quick: $(STAMP)
 	@$(PY) -m bench.overhead --quick
+
+.PHONY: bench-policies
+bench-policies: $(STAMP) system-deps
+	@$(PY) -m bench.policies
 
 .PHONY: bench-routing
 bench-routing: $(STAMP)

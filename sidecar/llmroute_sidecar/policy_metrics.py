@@ -84,7 +84,7 @@ class PolicyMetrics:
         )
         self.budget_events = Counter(
             "llmroute_budget_events",
-            "Budget allowance events: topup, refused, fail_open, unreachable.",
+            "Budget allowance events: topup, urgent (a request waited for a top-up), refused, fail_open, unreachable.",
             ["budget", "event"],
             registry=r,
         )

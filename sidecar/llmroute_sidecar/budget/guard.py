@@ -201,6 +201,8 @@ class BudgetGuard:
         if not wallet.try_reserve(amount, self.clock()):
             if budget.name not in self._unreachable and not wallet.exhausted:
                 # Rare: the background top-up did not keep ahead (a burst, or the first request).
+                # Counted, so a benchmark can show renewals stay off the request path.
+                self.listener("urgent", budget.name)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._topup(budget, wallet, amount), _URGENT_WAIT)
             if not wallet.try_reserve(amount, self.clock()):
