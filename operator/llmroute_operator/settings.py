@@ -31,6 +31,7 @@ class SidecarTemplate:
     admin_port: int = 14090
     token_audience: str = "llmroute"
     token_expiration_seconds: int = 3600
+    redis_url: str = ""  # shared cache and rate-limit buckets (LLMROUTE_REDIS_URL); "" = per sidecar
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="image injected as the sidecar [LLMROUTE_SIDECAR_IMAGE]",
     )
     parser.add_argument(
+        "--sidecar-redis-url",
+        default=_env("LLMROUTE_SIDECAR_REDIS_URL", ""),
+        help="Redis injected sidecars share for cache hits and rate-limit buckets across replicas, "
+        "e.g. redis://redis.llmroute-system:6379/0; empty: each sidecar on its own "
+        "[LLMROUTE_SIDECAR_REDIS_URL]",
+    )
+    parser.add_argument(
         "--log-level",
         default=_env("LLMROUTE_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -156,5 +164,5 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_ca=Path(args.tls_ca) if args.tls_ca else None,
-        sidecar=SidecarTemplate(image=args.sidecar_image),
+        sidecar=SidecarTemplate(image=args.sidecar_image, redis_url=args.sidecar_redis_url),
     )

@@ -383,7 +383,9 @@ def _budget(budget: LLMBudget, served_routes: set[str]) -> pb.Budget | None:
         period=spec.period.type,
         timezone=spec.period.timezone,
     )
-    if spec.on_soft_limit is not None and state != pb.BUDGET_STATE_NORMAL:
+    if spec.on_soft_limit is not None:
+        # Always set: the sidecar applies it only while the budget is SoftLimited (its own count in
+        # standalone mode, the operator's state otherwise).
         target = _downgrade_target(spec.on_soft_limit, spent, hard)
         if target in _TIERS:
             out.downgrade_tier = _TIERS[target]

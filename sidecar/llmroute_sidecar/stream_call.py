@@ -120,10 +120,17 @@ class StreamCall:
             self.cost_usd = 0.0
             return self.cost_usd
         reported = usage_of(outcome.decoder.usage)
+        estimate = request.decision.estimate.input_tokens if request.decision is not None else 0
+        relayed = self._relay.tokens()
         if reported is None:
             # The provider reported nothing (or the stream was cut first): count what was relayed.
-            estimate = request.decision.estimate.input_tokens if request.decision is not None else 0
-            reported = Usage(estimate, self._relay.tokens(), 0, estimated=True)
+            reported = Usage(estimate, relayed, 0, estimated=True)
+        elif not self.completed and relayed > reported.output_tokens:
+            # A cut stream's last usage may be a provisional one (Anthropic's message_start says
+            # output_tokens: 1): never charge less than what reached the app.
+            reported = Usage(
+                reported.input_tokens or estimate, relayed, reported.cached_tokens, estimated=True
+            )
         if label == "ok" and self.completed and self._collected:
             assembled = assemble_response(self._collected)
             if assembled is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import httpx
+import httpx2
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -139,7 +140,7 @@ class Captured:
     """What the sidecar sent back for one request, byte for byte, as the SDK received it."""
 
     status: int
-    headers: httpx.Headers
+    headers: httpx2.Headers
     body: bytearray = field(default_factory=bytearray)
     closed: bool = False
 
@@ -147,8 +148,8 @@ class Captured:
         return [m.decode() for m in COST_COMMENT.findall(bytes(self.body))]
 
 
-class _TeeStream(httpx.AsyncByteStream):
-    def __init__(self, inner: httpx.AsyncByteStream, sink: Captured) -> None:
+class _TeeStream(httpx2.AsyncByteStream):
+    def __init__(self, inner: httpx2.AsyncByteStream, sink: Captured) -> None:
         self._inner = inner
         self._sink = sink
 
@@ -162,22 +163,22 @@ class _TeeStream(httpx.AsyncByteStream):
         await self._inner.aclose()
 
 
-class TeeTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that records each response body by the request's ``x-request-id``."""
+class TeeTransport(httpx2.AsyncBaseTransport):
+    """An httpx2 transport (the SDK's HTTP stack) that records each response body by the request's ``x-request-id``."""
 
     def __init__(self) -> None:
-        self._inner = httpx.AsyncHTTPTransport()
+        self._inner = httpx2.AsyncHTTPTransport()
         self.captured: dict[str, Captured] = {}
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self._inner.handle_async_request(request)
         sink = Captured(response.status_code, response.headers)
         request_id = request.headers.get("x-request-id")
         if request_id is not None:
             assert request_id not in self.captured, f"request id {request_id} sent twice (an SDK retry?)"
             self.captured[request_id] = sink
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
+        assert isinstance(response.stream, httpx2.AsyncByteStream)
+        return httpx2.Response(
             status_code=response.status_code,
             headers=response.headers,
             stream=_TeeStream(response.stream, sink),
@@ -197,7 +198,7 @@ def teed_client(instance: Sidecar, tee: TeeTransport) -> openai.AsyncOpenAI:
         max_retries=0,
         timeout=30.0,
         http_client=openai.DefaultAsyncHttpxClient(
-            transport=tee, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)
+            transport=tee, limits=httpx2.Limits(max_connections=64, max_keepalive_connections=64)
         ),
     )
 

@@ -123,6 +123,15 @@ async def _ask(
         )
 
 
+async def _stream(instance: Sidecar, text: str = "hi") -> tuple[Any, list[Any]]:
+    """A streamed request: its raw response (headers) and every chunk."""
+    async with client_for(instance) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": text}], max_tokens=20, stream=True
+        )
+        return raw, [chunk async for chunk in raw.parse()]
+
+
 async def _refused(instance: Sidecar, text: str = "hi", **kwargs: Any) -> openai.RateLimitError:
     with pytest.raises(openai.RateLimitError) as caught:
         await _ask(instance, text, **kwargs)
@@ -163,9 +172,7 @@ async def test_the_hard_limit_refuses_once_the_allowance_is_spent(
     assert len(paid.requests) == forwarded, "a refused request is not forwarded"
     # A stream is refused the same way, before the first byte.
     with pytest.raises(openai.RateLimitError) as caught:
-        await client_for(instance).chat.completions.create(
-            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=20, stream=True
-        )
+        await _stream(instance)
     assert caught.value.code == "budget_exceeded"
     assert len(paid.requests) == forwarded
     outcomes = [r.outcome for r in instance.usage.drain()]
@@ -188,16 +195,6 @@ async def test_a_budget_seeded_as_spent_refuses_the_first_request(
     assert paid.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "sidecar bug: proto/llmroute_proto/compiler.py _budget() only sets Budget.downgrade_tier/"
-        "downgrade_backend when the YAML's status.state is not Normal, so a budget that starts Normal "
-        "(no status) has no downgrade target; when LocalSource later reports SoftLimited, "
-        "BudgetGuard.charge() finds WhichOneof('downgrade_to') is None and never downgrades: the large "
-        "tier keeps serving past the soft limit and no x-llmroute-downgraded header is sent"
-    ),
-)
 async def test_past_the_soft_limit_requests_are_downgraded_to_the_small_tier(
     fake: FakeFactory, sidecar: SidecarFactory
 ) -> None:
@@ -248,12 +245,10 @@ async def test_a_budget_seeded_past_its_soft_limit_downgrades_from_the_first_req
     raw = await _ask(instance)
     assert raw.headers["x-llmroute-backend"] == "small"
     assert raw.headers["x-llmroute-downgraded"] == "small; budget=soft"
-    stream = await client_for(instance).chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=20, stream=True
-    )
+    stream, chunks = await _stream(instance)
     assert stream.headers["x-llmroute-backend"] == "small"
     assert stream.headers["x-llmroute-downgraded"] == "small; budget=soft"
-    assert [c async for c in stream.parse()]  # type: ignore[union-attr]
+    assert chunks
     assert large.requests == []
 
 
@@ -306,10 +301,7 @@ async def test_free_backends_stay_usable_when_the_budget_is_exhausted(
         raw = await _ask(instance)
         assert raw.headers["x-llmroute-backend"] == "free"
         assert float(raw.headers["x-llmroute-cost-usd"]) == 0.0
-    stream = await client_for(instance).chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=20, stream=True
-    )
-    chunks = [c async for c in stream]
+    _, chunks = await _stream(instance)
     assert "hi" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert len(free.requests) == 4 and paid.requests == []
     records = instance.usage.drain()
@@ -398,3 +390,21 @@ async def test_a_request_in_several_budgets_is_charged_to_each(
     records = instance.usage.drain()
     assert [set(r.budgets) for r in records] == [{"acme", "route"}, {"acme", "route"}]
     assert len(paid.requests) == 1
+
+
+async def test_streamed_answers_are_charged_against_the_hard_limit(
+    fake: FakeFactory, sidecar: SidecarFactory
+) -> None:
+    paid = await fake("openai-compatible")
+    instance = await sidecar(
+        policy_yaml([("paid", paid, PAID)], budgets=[budget_yaml("cap", "{routes: [policy]}", hard="0.05")])
+    )
+    for _ in range(3):
+        _, chunks = await _stream(instance)
+        assert "hi" in "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert len(paid.requests) == 3
+    error = await _refused(instance)
+    _assert_budget_refusal(error, "cap")
+    assert len(paid.requests) == 3
+    records = instance.usage.drain()
+    assert [r.cost_micro_usd for r in records] == [round(COST_OF_HI * 1e6)] * 3 + [0]

@@ -134,7 +134,7 @@ async def test_a_hit_is_replayed_as_a_stream(fake: FakeFactory, sidecar: Sidecar
             stream_options={"include_usage": True},
         )
         assert raw.headers["x-llmroute-cache"] == "hit"
-        chunks = [chunk async for chunk in raw.parse()]  # type: ignore[union-attr]
+        chunks = [chunk async for chunk in raw.parse()]
     assert all(c.object == "chat.completion.chunk" for c in chunks)
     texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert "".join(texts) == answer

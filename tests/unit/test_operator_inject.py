@@ -4,6 +4,7 @@ matrix, the native-sidecar shape, idempotency and the refusals."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from typing import Any
 
 import pytest
@@ -202,3 +203,13 @@ def test_merge_patch_replaces_lists_and_merges_maps() -> None:
     target = {"a": {"b": 1, "c": [1, 2]}, "d": 1}
     assert i.apply_merge_patch(target, {"a": {"c": [3]}, "d": None}) == {"a": {"b": 1, "c": [3]}}
     assert target == {"a": {"b": 1, "c": [1, 2]}, "d": 1}
+
+
+def test_shared_redis_is_passed_to_the_sidecar_only_when_configured() -> None:
+    env = {e["name"]: e for e in i.sidecar_container(CONFIG)["env"]}
+    assert "LLMROUTE_REDIS_URL" not in env
+    shared = dataclasses.replace(
+        CONFIG, template=dataclasses.replace(CONFIG.template, redis_url="redis://redis.shared:6379/0")
+    )
+    env = {e["name"]: e for e in i.sidecar_container(shared)["env"]}
+    assert env["LLMROUTE_REDIS_URL"]["value"] == "redis://redis.shared:6379/0"

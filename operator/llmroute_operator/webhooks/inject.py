@@ -144,6 +144,8 @@ def sidecar_container(config: InjectionConfig) -> dict[str, Any]:
         {"name": "LLMROUTE_GRPC_ADDR", "value": f"127.0.0.1:{t.grpc_port}"},
         {"name": "LLMROUTE_ADMIN_ADDR", "value": f":{t.admin_port}"},
     ]
+    if t.redis_url:
+        env.append({"name": "LLMROUTE_REDIS_URL", "value": t.redis_url})
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {

@@ -84,6 +84,7 @@ _PHONE = re.compile(
     re.ASCII,
 )
 _NON_DIGITS = re.compile(r"\D", re.ASCII)
+_GROUP_BREAK = re.compile(r"[ .-](?=[(0-9])", re.ASCII)
 _ANY_DIGIT = re.compile(r"[0-9]")
 
 _Span = tuple[int, int]
@@ -182,13 +183,21 @@ def _phones(scan: _Scan) -> Iterator[_Span]:
     for match in scan.matches(_PHONE):
         candidate = match.group()
         if candidate[0] == "+":
-            # A "(0)" is the national trunk prefix written beside the country code: not dialled.
-            ok = phone_digits_valid(_NON_DIGITS.sub("", candidate.replace("(0)", "")), international=True)
-        else:
-            # Judged by the digits, not by which branch matched: "030 123 4567" has the NANP shape
-            # but is a national number with a trunk 0.
-            digits = _NON_DIGITS.sub("", candidate)
-            ok = nanp_valid(digits) or (digits[0] == "0" and phone_digits_valid(digits, international=False))
+            # The groups repeat greedily, so a number followed by other digits (a card number, a
+            # count) is one long candidate: take the longest prefix, at a group boundary, that is a
+            # valid number, so "+44 20 7946 0958 4111 1111 1111 1111" still finds the phone.
+            start = match.start()
+            for cut in reversed([m.start() for m in _GROUP_BREAK.finditer(candidate)] + [len(candidate)]):
+                # A "(0)" is the national trunk prefix written beside the country code: not dialled.
+                digits = _NON_DIGITS.sub("", candidate[:cut].replace("(0)", ""))
+                if phone_digits_valid(digits, international=True):
+                    yield start, start + cut
+                    break
+            continue
+        # Judged by the digits, not by which branch matched: "030 123 4567" has the NANP shape
+        # but is a national number with a trunk 0.
+        digits = _NON_DIGITS.sub("", candidate)
+        ok = nanp_valid(digits) or (digits[0] == "0" and phone_digits_valid(digits, international=False))
         if ok:
             yield match.span()
 
