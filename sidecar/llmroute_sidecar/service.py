@@ -374,6 +374,8 @@ class RouterService:
         response["model"] = response.get("model") or outcome.backend.target.model
         usage = usage_of(response.get("usage")) or Usage()
         await self.policies.remember(request, response)
+        # For an audit line with text: the answer as the provider gave it (placeholders, not the PII).
+        completion = _completion_text(response) if request.policies.audit_text else None
         response = self._restored(request, response)
         cost = await self.policies.finish(
             request,
@@ -383,7 +385,7 @@ class RouterService:
             status=200,
             attempts=outcome.trace.attempts,
             reservation=trace.reservation,
-            completion=_completion_text(response) if request.policies.audit_text else None,
+            completion=completion,
         )
         self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - request.started)
         return response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)

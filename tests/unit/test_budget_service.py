@@ -282,3 +282,57 @@ async def test_leases_are_scoped_idempotent_and_bounded(
     clock.now += timedelta(minutes=5)
     svc.tick()
     assert svc.outstanding(NS, "chat") == 0
+
+
+async def test_user_budgets_count_that_users_records_only() -> None:
+    index, clock = ClusterIndex(), Clock()
+    for budget in load_text(
+        f"""
+apiVersion: llmroute.io/v1alpha1
+kind: LLMBudget
+metadata: {{name: trial, namespace: {NS}}}
+spec:
+  scope: {{user: u-42}}
+  period: {{type: daily, timezone: UTC}}
+  limits: {{hard: "5"}}
+"""
+    ).budgets:
+        index.put_budget(NS, "trial", budget)
+    svc = BudgetService(index=index, settings=OperatorSettings(), clock=clock, warmup_seconds=-1)
+    await svc.start()
+    svc.mark_ready()
+    try:
+        records = [
+            upb.UsageRecord(request_id="a", route="chat", cost_micro_usd=1_000_000, user_raw="u-42"),
+            upb.UsageRecord(request_id="b", route="chat", cost_micro_usd=2_000_000, user_raw="u-7"),
+            upb.UsageRecord(request_id="c", route="chat", cost_micro_usd=4_000_000),
+        ]
+        await svc.report_usage(ALICE, upb.UsageBatch(sidecar_id="s1", sequence=1, records=records))
+        assert svc.budget_report(NS, "trial").spent == "1"  # type: ignore[union-attr]
+    finally:
+        await svc.stop()
+
+
+async def test_a_restarted_operator_keeps_the_recorded_outstanding_allowance_reserved() -> None:
+    index, clock = ClusterIndex(), Clock()
+    put_budgets(
+        index,
+        {"chat": {"spent": "2", "periodStart": MARCH_START, "outstandingAllowance": "7.5"}},
+    )
+    svc = BudgetService(index=index, settings=OperatorSettings(), clock=clock, warmup_seconds=-1)
+    await svc.start()
+    svc.mark_ready()
+    try:
+        # 10 - 2 spent - 7.5 that leases of the previous run may still hold = 0.5 to grant now.
+        grant = svc.lease(
+            ALICE, apb.LeaseRequest(sidecar_id="s1", budget="chat", requested_micro_usd=5_000_000)
+        )
+        assert grant.granted_micro_usd == 500_000
+        clock.now += timedelta(seconds=26)  # those leases have certainly expired
+        svc.tick()
+        later = svc.lease(
+            ALICE, apb.LeaseRequest(sidecar_id="s2", budget="chat", requested_micro_usd=5_000_000)
+        )
+        assert later.granted_micro_usd == 5_000_000
+    finally:
+        await svc.stop()

@@ -39,7 +39,11 @@ def test_examples_compile_for_the_chatbot_pod() -> None:
     creds = {c.id: c for c in result.config.credentials}
     assert creds["openai/apiKey"].api_key.key == "sk-placeholder-replace-me"
     assert creds["bedrock"].aws.access_key_id == "AKIAPLACEHOLDER"
-    assert [b.name for b in result.config.budgets] == ["chat-monthly", "tenant-acme-daily"]
+    assert [b.name for b in result.config.budgets] == [
+        "chat-monthly",
+        "tenant-acme-daily",
+        "user-trial-daily",
+    ]
 
 
 def test_no_labels_means_every_route_of_the_namespace() -> None:

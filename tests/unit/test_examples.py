@@ -97,4 +97,7 @@ def test_examples_cover_every_feature(resources: Resources) -> None:
     assert any(b.on_soft_limit and b.on_soft_limit.ladder for b in budgets), "a downgrade ladder"
     assert {b.period.type for b in budgets} == {"daily", "weekly", "monthly"}
     assert any(b.scope.routes for b in budgets) and any(b.scope.tenant for b in budgets)
-    assert any(b.scope.namespace for b in budgets)
+    assert any(b.scope.namespace for b in budgets) and any(b.scope.user for b in budgets)
+    assert {b.failure_mode for b in budgets} == {"closed", "open"}
+    assert any(s.privacy and s.privacy.pii and s.privacy.pii.restore for s in specs)
+    assert any(s.audit is not None for s in specs)
