@@ -16,9 +16,9 @@ import random
 import struct
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .accounting import Usage, cost_micro, usage_of
 from .adapters.errors import ErrorKind, ProviderError
@@ -57,6 +57,7 @@ __all__ = ["Hints", "RouteMeta", "RouterService"]
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,18 @@ class RouterService:
         request.decision = decision
         return decision
 
+    async def _guarded(self, request: Request, decision: Decision, trace: Trace, call: Awaitable[_T]) -> _T:
+        """Await an attempt loop: no candidate served -> the accounted ApiError; cancelled -> the
+        winning attempt's reservation (if any) goes back."""
+        try:
+            return await call
+        except AllFailed as exc:
+            raise await self._fail(request, exc, decision, trace) from None
+        except BaseException:
+            if trace.reservation is not None:
+                trace.reservation.release()
+            raise
+
     async def _fail(self, request: Request, exc: AllFailed, decision: Decision, trace: Trace) -> ApiError:
         error = self._failure(request.entry, exc, decision)
         outcome = {429: "rate_limited", 504: "timeout"}.get(error.status, "error")
@@ -353,8 +366,11 @@ class RouterService:
             response = self._restored(request, cached)
             return response, self._meta(request, None, 0, 0.0)
         trace = self._trace()
-        try:
-            outcome: ChatOutcome = await run_chat(
+        outcome: ChatOutcome = await self._guarded(
+            request,
+            decision,
+            trace,
+            run_chat(
                 self.upstream,
                 decision.candidates,
                 decision.body,
@@ -363,13 +379,8 @@ class RouterService:
                 gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name),
                 spend=self.policies.spend_hook(request),
-            )
-        except AllFailed as exc:
-            raise await self._fail(request, exc, decision, trace) from None
-        except BaseException:
-            if trace.reservation is not None:
-                trace.reservation.release()
-            raise
+            ),
+        )
         response = outcome.response
         response["model"] = response.get("model") or outcome.backend.target.model
         usage = usage_of(response.get("usage")) or Usage()
@@ -405,8 +416,11 @@ class RouterService:
                 self, request, replay=replay_chunks(cached, include_usage=include_usage), cached=cached
             )
         trace = self._trace()
-        try:
-            outcome = await open_stream(
+        outcome = await self._guarded(
+            request,
+            decision,
+            trace,
+            open_stream(
                 self.upstream,
                 decision.candidates,
                 decision.body,
@@ -416,13 +430,8 @@ class RouterService:
                 gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name, stream=True),
                 spend=self.policies.spend_hook(request),
-            )
-        except AllFailed as exc:
-            raise await self._fail(request, exc, decision, trace) from None
-        except BaseException:
-            if trace.reservation is not None:
-                trace.reservation.release()
-            raise
+            ),
+        )
         self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(
             time.monotonic() - request.started
         )
@@ -433,8 +442,11 @@ class RouterService:
         entry = request.entry
         decision = await self._admit(request)
         trace = self._trace()
-        try:
-            outcome = await run_embeddings(
+        outcome = await self._guarded(
+            request,
+            decision,
+            trace,
+            run_embeddings(
                 self.upstream,
                 decision.candidates,
                 request.body,
@@ -443,13 +455,8 @@ class RouterService:
                 gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name),
                 spend=self.policies.spend_hook(request),
-            )
-        except AllFailed as exc:
-            raise await self._fail(request, exc, decision, trace) from None
-        except BaseException:
-            if trace.reservation is not None:
-                trace.reservation.release()
-            raise
+            ),
+        )
         usage = usage_of(outcome.response.get("usage")) or Usage()
         cost = await self.policies.finish(
             request,
