@@ -36,10 +36,10 @@ from typing import Any, TypeVar
 
 import openai
 
+from llmroute_fakes.server import FakeProvider
 from llmroute_operator.devcluster import binaries
 from llmroute_operator.devcluster.kubectl import Kubectl
 from llmroute_operator.devcluster.target import open_cluster
-from llmroute_sidecar.fake_providers.server import FakeProvider
 
 ROOT = Path(__file__).resolve().parent.parent
 NS = "llmroute-demo"

@@ -20,10 +20,10 @@ import grpc
 import openai
 import pytest
 
+from llmroute_fakes.server import FakeProvider
 from llmroute_operator.devcluster import target
 from llmroute_operator.devcluster.kubectl import Kubectl
 from llmroute_proto.v1 import discovery_pb2 as dpb
-from llmroute_sidecar.fake_providers.server import FakeProvider
 
 from .operator_process import OperatorProcess, status_of
 from .push_support import RawClient, SidecarProcess, batch, make_pod, mint_token, poll

@@ -26,9 +26,9 @@ from typing import Any
 import openai
 import pytest
 
+from llmroute_fakes.server import FakeProvider
 from llmroute_operator.devcluster import target
 from llmroute_operator.devcluster.kubectl import Kubectl
-from llmroute_sidecar.fake_providers.server import FakeProvider
 from tests.redis_support import RedisServer, require_redis_server
 
 from .operator_process import OperatorProcess, status_of

@@ -13,7 +13,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.runtime import Settings, Sidecar
 
 FakeFactory = Callable[..., Awaitable[FakeProvider]]

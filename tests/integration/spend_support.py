@@ -15,7 +15,7 @@ import httpx2
 import openai
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 
 from .conftest import FakeFactory
@@ -128,7 +128,7 @@ def spend_route_yaml(backends: Mapping[Backend, FakeProvider], *, retries: int =
 
 
 def fake_tokens(text: str) -> int:
-    """The fakes' documented token rule (``fake_providers/replies.py``): ceil(characters / 4)."""
+    """The fakes' documented token rule (``llmroute_fakes/replies.py``): ceil(characters / 4)."""
     return math.ceil(len(text) / 4)
 
 

@@ -42,7 +42,7 @@ from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 from openai.types.chat import ChatCompletion
 
-from llmroute_sidecar.fake_providers import PROTOCOLS, FakeProvider, FaultPolicy, FaultSpec
+from llmroute_fakes import PROTOCOLS, FakeProvider, FaultPolicy, FaultSpec
 
 KEY = "test-key"
 AWS_KEY_ID, AWS_SECRET = "AKIDFAKEPROVIDER", "fake-secret"
@@ -940,9 +940,9 @@ def test_seeded_random_failures_are_reproducible() -> None:
 
 def test_command_line() -> None:
     scripts = entry_points(group="console_scripts")
-    assert scripts["llmroute-fake-provider"].value == "llmroute_sidecar.fake_providers.__main__:main"
+    assert scripts["llmroute-fake-provider"].value == "llmroute_fakes.__main__:main"
     script = Path(sys.executable).with_name("llmroute-fake-provider")
-    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "llmroute_sidecar.fake_providers"]
+    launcher = [str(script)] if script.exists() else [sys.executable, "-m", "llmroute_fakes"]
     command = [*launcher, "--protocol", "cohere", "--port", "0"]
     command += ["--fail-rate", "1", "--fail-status", "429", "--retry-after", "3"]
     process = subprocess.Popen(

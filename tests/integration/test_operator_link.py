@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from llmroute_fakes.server import FakeProvider
 from llmroute_operator.configserver.auth import Identity
 from llmroute_operator.contracts import BudgetReport
 from llmroute_operator.index import ClusterIndex
@@ -19,7 +20,6 @@ from llmroute_proto.api.budget import LLMBudgetStatus
 from llmroute_proto.v1 import discovery_pb2 as dpb
 from llmroute_proto.v1 import discovery_pb2_grpc as dpb_grpc
 from llmroute_proto.v1 import usage_pb2 as upb
-from llmroute_sidecar.fake_providers.server import FakeProvider
 from llmroute_sidecar.operator_client import NodeInfo
 from llmroute_sidecar.runtime import Sidecar
 

@@ -4,7 +4,7 @@ nothing and calls no provider, is replayed as a stream to a streaming request, a
 openai-compatible fake), never a different one; with Redis two sidecars share hits, and a stopped
 Redis only turns the shared tier off.
 
-The fakes' embeddings (``fake_providers/embeddings.py``) hash the lower-cased words of a text, so
+The fakes' embeddings (``llmroute_fakes/embeddings.py``) hash the lower-cased words of a text, so
 casing, whitespace and punctuation do not change a vector at all, a prompt with one extra word is
 close (cosine 7/sqrt(56) = 0.935 for the pair below), and prompts with no word in common are far.
 """
@@ -20,8 +20,8 @@ from typing import Any
 import openai
 import pytest
 
-from llmroute_sidecar.fake_providers.embeddings import embed
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.embeddings import embed
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 from tests.redis_support import RedisServer
 

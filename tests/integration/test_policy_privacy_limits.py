@@ -6,7 +6,7 @@ chunk boundary cuts a placeholder in two; ``block`` refuses with a 400 naming th
 values, and forwards nothing. ``requestsPerMinute`` refuses with OpenAI's 429 and ``x-ratelimit-*``
 headers, and with Redis holds across sidecars. The audit log has one line per request, never text.
 
-The fakes echo the first 40 characters of the last user message (``fake_providers/replies.py``):
+The fakes echo the first 40 characters of the last user message (``llmroute_fakes/replies.py``):
 ``fake-openai-compatible reply to: <text>``, which is how a placeholder gets into an answer.
 """
 
@@ -21,8 +21,8 @@ from typing import Any
 import openai
 import pytest
 
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.cache.replay import PIECE_CHARS
-from llmroute_sidecar.fake_providers.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 
 from .conftest import FakeFactory, SidecarFactory, client_for

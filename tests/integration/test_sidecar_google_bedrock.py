@@ -11,7 +11,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageFunctionToolCall
 
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 
 from .conftest import FakeFactory, SidecarFactory, client_for, route_yaml

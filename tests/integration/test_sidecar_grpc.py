@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from llmroute_fakes.server import FakeProvider
 from llmroute_proto.v1 import config_pb2, router_pb2_grpc
 from llmroute_proto.v1 import router_pb2 as pb
-from llmroute_sidecar.fake_providers.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 
 from .conftest import FakeFactory, SidecarFactory, route_yaml

@@ -13,7 +13,7 @@ import aiohttp
 import openai
 import pytest
 
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.load import LoadSettings
 from llmroute_sidecar.runtime import Sidecar
 

@@ -18,7 +18,7 @@ import time
 import openai
 import pytest
 
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 
 from .conftest import FakeFactory, SidecarFactory, client_for, route_yaml

@@ -29,7 +29,7 @@ import pytest
 from openai.types import CompletionUsage
 from openai.types.chat import ChatCompletionMessageParam
 
-from llmroute_sidecar.fake_providers.server import FakeProvider
+from llmroute_fakes.server import FakeProvider
 from llmroute_sidecar.runtime import Sidecar
 from llmroute_sidecar.usage import UsageRecord
 

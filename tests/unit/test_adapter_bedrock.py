@@ -9,11 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
+from llmroute_fakes.sigv4 import check_sigv4
 from llmroute_sidecar.adapters.base import AwsKeys, Target
 from llmroute_sidecar.adapters.bedrock import BedrockAdapter, converse_body
 from llmroute_sidecar.adapters.errors import ErrorKind, ProviderError
 from llmroute_sidecar.aws.eventstream import encode_message, event_message, exception_message
-from llmroute_sidecar.fake_providers.sigv4 import check_sigv4
 
 ADAPTER = BedrockAdapter()
 MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"

@@ -13,24 +13,24 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from llmroute_sidecar.aws.eventstream import (
-    EventStreamError,
-    decode_messages,
-    event_message,
-    exception_message,
-)
-from llmroute_sidecar.fake_providers.conversation import Conversation, Reply, ToolDef, ToolMode, Turn
-from llmroute_sidecar.fake_providers.embeddings import embed
-from llmroute_sidecar.fake_providers.faults import (
+from llmroute_fakes.conversation import Conversation, Reply, ToolDef, ToolMode, Turn
+from llmroute_fakes.embeddings import embed
+from llmroute_fakes.faults import (
     FaultPlan,
     FaultPolicy,
     FaultSpec,
     FaultSyntaxError,
     parse_faults,
 )
-from llmroute_sidecar.fake_providers.replies import plan_reply
-from llmroute_sidecar.fake_providers.schemas import schema_instance
-from llmroute_sidecar.fake_providers.sigv4 import check_sigv4
+from llmroute_fakes.replies import plan_reply
+from llmroute_fakes.schemas import schema_instance
+from llmroute_fakes.sigv4 import check_sigv4
+from llmroute_sidecar.aws.eventstream import (
+    EventStreamError,
+    decode_messages,
+    event_message,
+    exception_message,
+)
 
 
 def test_fault_syntax() -> None:

@@ -93,3 +93,10 @@ def test_sidecar_import_loads_no_operator_code() -> None:
 def test_console_scripts_are_installed() -> None:
     names = {ep.name for ep in md.entry_points(group="console_scripts") if ep.value.startswith("llmroute_")}
     assert {"llmroute-operator", "llmroute-sidecar"} <= names
+
+
+def test_the_fake_providers_are_not_part_of_the_sidecar_package() -> None:
+    import importlib.util
+
+    assert importlib.util.find_spec("llmroute_sidecar.fake_providers") is None
+    assert importlib.util.find_spec("llmroute_fakes") is not None

@@ -2,7 +2,7 @@
 
 Bedrock's ConverseStream answers with it. :class:`EventStreamDecoder` takes the body one network read
 at a time (``adapters/bedrock.py``); :func:`encode_message` builds frames (the fake Bedrock in
-``fake_providers/bedrock_api.py``, and tests). A message is::
+``llmroute_fakes/bedrock_api.py``, and tests). A message is::
 
     prelude:  total length (uint32) | headers length (uint32) | CRC32 of those 8 bytes (uint32)
     headers:  name length (uint8) | name (UTF-8) | value type (uint8) | value

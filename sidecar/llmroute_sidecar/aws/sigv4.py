@@ -2,7 +2,7 @@
 
 :func:`sign` adds the ``Authorization`` header (and ``host``, ``x-amz-date``, ``x-amz-content-sha256``,
 ``x-amz-security-token`` for temporary credentials) to a request the Bedrock adapter built
-(``adapters/bedrock.py``). The steps are public so the fake Bedrock (``fake_providers/sigv4.py``) can
+(``adapters/bedrock.py``). The steps are public so the fake Bedrock (``llmroute_fakes/sigv4.py``) can
 recompute a signature it received with exactly the same code:
 
 1. :func:`canonical_request`: method, canonical URI (the path as sent, dot segments removed, then

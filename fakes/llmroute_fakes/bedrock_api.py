@@ -23,7 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ..aws.eventstream import EVENTSTREAM_CONTENT_TYPE, event_message, exception_message
+from llmroute_sidecar.aws.eventstream import EVENTSTREAM_CONTENT_TYPE, event_message, exception_message
+
 from .conversation import Conversation, Reply, Role, ToolDef, ToolMode, Turn
 from .protocol import EXCHANGE, ApiError, ProviderProtocol, default_message, json_response, retry_after_header
 from .replies import json_pieces, plan_reply, text_pieces

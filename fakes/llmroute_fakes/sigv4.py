@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..aws.sigv4 import (
+from llmroute_sidecar.aws.sigv4 import (
     ALGORITHM,
     canonical_request,
     payload_hash,
