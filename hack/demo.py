@@ -10,7 +10,13 @@
    it synced;
 6. drive the sidecar with the official ``openai`` SDK: a plain answer, a stream, a failover when the
    primary provider fails; the sidecar reports usage and the budget's SPENT moves;
-7. change the route and time apply → sidecar ACK.
+7. spend control and data protection in the request path: an exact-cache hit that costs nothing, an
+   email redacted before the provider sees it and restored in the answer, a rate limit answering 429
+   with Retry-After, and a tenant budget that downgrades past its soft limit and refuses past its
+   hard limit;
+8. change the route and time apply → sidecar ACK.
+
+Every expected behaviour is checked; the demo exits non-zero when one did not happen.
 
 Providers are fake (they speak the real OpenAI and Anthropic wire protocols); everything else is real.
 Everything the demo starts stops when it ends.
@@ -119,6 +125,8 @@ spec:
   - name: chat
     strategy: fallback
     backends: [{order}]
+  - name: chat-mini
+    backends: [mini]
   backends:
   - name: gpt4o
     provider: openai
@@ -127,6 +135,14 @@ spec:
     region: us-east-1
     credentialsRef: {{name: providers, key: openai}}
     pricing: {{inputPerMillion: 2500, outputPerMillion: 10000}}
+  - name: mini
+    provider: openai
+    model: gpt-4o-mini
+    endpoint: {openai_url}
+    region: us-east-1
+    tier: small
+    credentialsRef: {{name: providers, key: openai}}
+    pricing: {{inputPerMillion: 1000, outputPerMillion: 4000}}
   - name: claude
     provider: anthropic
     model: claude-sonnet-4-6
@@ -137,6 +153,18 @@ spec:
   resilience:
     timeout: {{perAttempt: 5s, total: 20s}}
     retries: {{attempts: 1, backoff: {{base: 50ms, max: 200ms}}}}
+  cache: {{exact: {{ttl: 10m}}}}
+  privacy: {{pii: {{action: redact, restore: true}}}}
+  rateLimits: [{{key: user, requestsPerMinute: 5}}]
+---
+apiVersion: llmroute.io/v1alpha1
+kind: LLMBudget
+metadata: {{name: tenant-burst, namespace: {NS}}}
+spec:
+  scope: {{tenant: burst}}
+  period: {{type: daily, timezone: UTC}}
+  limits: {{soft: "0.3", hard: "0.6"}}
+  onSoftLimit: {{downgradeTo: small}}
 ---
 apiVersion: llmroute.io/v1alpha1
 kind: LLMBudget
@@ -156,6 +184,87 @@ spec:
   models: [{{name: other, backends: [a]}}]
   backends: [{{name: a, provider: openai, model: gpt-4o, credentialsRef: {{name: providers, key: azure}}}}]
 """
+
+
+FAILED: list[str] = []
+
+
+def expect(ok: bool, what: str) -> None:
+    """Record an expected behaviour; the demo exits non-zero if any did not happen."""
+    show(("ok   " if ok else "FAIL ") + what)
+    if not ok:
+        FAILED.append(what)
+
+
+async def spend_control(base_url: str, primary: FakeProvider) -> None:
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
+    ask = client.chat.completions.with_raw_response.create
+
+    say("exact cache: the same question twice; the second answer comes from the sidecar, at no cost")
+    calls = len(primary.requests)
+    for _ in range(2):
+        raw = await ask(
+            model="chat", messages=[{"role": "user", "content": "What does llmroute cache?"}], user="ann"
+        )
+        show(
+            f"x-llmroute-cache: {raw.headers.get('x-llmroute-cache')}, cost {raw.headers.get('x-llmroute-cost-usd')}"
+        )
+    expect(raw.headers.get("x-llmroute-cache") == "hit", "the repeated request is a cache hit")
+    expect(len(primary.requests) == calls + 1, "the provider was called once for both")
+
+    say("PII: an email in the prompt is redacted before it leaves the pod, and restored in the answer")
+    raw = await ask(
+        model="chat", messages=[{"role": "user", "content": "mail ann@example.org today"}], user="ann"
+    )
+    received = primary.requests[-1].body.decode(errors="replace")
+    show(f"the provider received: ...{received[received.find('mail') :][:40]}...")
+    show(f"the app got back     : {raw.parse().choices[0].message.content}")
+    expect("ann@example.org" not in received and "<EMAIL_1>" in received, "the provider saw only <EMAIL_1>")
+    expect("ann@example.org" in (raw.parse().choices[0].message.content or ""), "the answer has it back")
+
+    say("rate limit: user 'eager' sends 7 requests; the route allows 5 per minute per user")
+    statuses: list[int] = []
+    retry_after = None
+    for i in range(7):
+        try:
+            raw = await ask(
+                model="chat",
+                messages=[{"role": "user", "content": f"question {i}"}],
+                user="eager",
+                max_tokens=16,
+            )
+            statuses.append(raw.http_response.status_code)
+        except openai.RateLimitError as exc:
+            statuses.append(exc.status_code)
+            retry_after = exc.response.headers.get("retry-after")
+    show(f"statuses: {statuses}; Retry-After: {retry_after}s")
+    expect(statuses[:5] == [200] * 5 and statuses[5:] == [429, 429], "5 answered, then 429 with Retry-After")
+
+    say("budget: tenant 'burst' (soft 0.30 USD: downgrade to the small tier; hard 0.60 USD: refuse)")
+    downgraded = refused = False
+    for i in range(60):
+        try:
+            raw = await ask(
+                model="chat",
+                messages=[{"role": "user", "content": f"burst question {i}"}],
+                max_tokens=20,
+                extra_headers={"x-llmroute-tenant": "burst", "x-llmroute-user": f"u{i}"},
+            )
+        except openai.RateLimitError as exc:
+            body = exc.body if isinstance(exc.body, dict) else {}
+            show(
+                f"request {i}: 429 {body.get('code')} (budget {body.get('budget')}, resets {body.get('reset_at')})"
+            )
+            refused = body.get("code") == "budget_exceeded"
+            break
+        note = raw.headers.get("x-llmroute-downgraded") or ""
+        downgraded = downgraded or bool(note)
+        show(
+            f"request {i}: {raw.headers.get('x-llmroute-backend'):6} ${raw.headers.get('x-llmroute-cost-usd')} {note}"
+        )
+        await asyncio.sleep(0.3)  # spend reaches the operator; its state comes back with the next push
+    expect(downgraded, "past the soft limit, requests went to the small tier (x-llmroute-downgraded)")
+    expect(refused, "past the hard limit, requests were refused with 429 budget_exceeded")
 
 
 async def app_calls(base_url: str, primary: FakeProvider) -> None:
@@ -273,6 +382,7 @@ def run(
             show(kubectl.run("get", "llm", "-n", NS).stdout)
 
             asyncio.run(app_calls(f"http://127.0.0.1:{side['http']}/v1", primary))
+            asyncio.run(spend_control(f"http://127.0.0.1:{side['http']}/v1", primary))
 
             say(
                 "the sidecar reports usage to the operator; the budget's SPENT follows (prices are inflated for the demo)"
@@ -288,12 +398,22 @@ def run(
             show(kubectl.run("get", "llmb", "-n", NS).stdout)
 
             say("kubectl apply of a changed route (claude first): time until the sidecar ACKs the new config")
-            before = config_version()
+
+            def chat_generation() -> int:
+                status, body = http_get(f"http://127.0.0.1:{side['admin']}/config_dump")
+                routes = (json.loads(body).get("config") or {}).get("routes", []) if status == 200 else []
+                return max(
+                    (int(r.get("generation") or 0) for r in routes if r.get("name") == "chat"), default=0
+                )
+
+            before, generation = config_version(), chat_generation()
             applied = time.monotonic()
             kubectl.run(
                 "apply", "-f", "-", input=resources(primary.base_url, secondary.url, order="claude, gpt4o")
             )
-            after = wait_for("the new version", lambda: (v := config_version()) and v != before and v, 30)
+            # The route's new generation, not just any new version (budget states are pushed too).
+            wait_for("the new route generation", lambda: chat_generation() > generation, 30)
+            after = config_version()
             show(f"config {before} -> {after} in {1000 * (time.monotonic() - applied):.0f} ms")
             client = openai.OpenAI(
                 base_url=f"http://127.0.0.1:{side['http']}/v1", api_key="unused", max_retries=0
@@ -302,6 +422,7 @@ def run(
                 model="chat", messages=[{"role": "user", "content": "who answers now?"}]
             )
             show(f"x-llmroute-backend: {raw.headers.get('x-llmroute-backend')}")
+            expect(raw.headers.get("x-llmroute-backend") == "claude", "the changed route answers from claude")
 
 
 async def _providers() -> tuple[FakeProvider, FakeProvider]:
@@ -325,6 +446,11 @@ def main() -> int:
         primary.stop_thread()
         secondary.stop_thread()
     say(f"demo finished in {time.monotonic() - started:.1f}s; everything it started has stopped")
+    if FAILED:
+        print(
+            f"demo: {len(FAILED)} expected behaviour(s) did not happen: {'; '.join(FAILED)}", file=sys.stderr
+        )
+        return 1
     return 0
 
 
