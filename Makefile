@@ -22,8 +22,9 @@ help:
 	@echo "make demo        run the demo on an embedded local control plane"
 	@echo "make test        lint + typecheck + fresh-checks + unit, integration and e2e tests"
 	@echo "make test-unit | test-integration | test-e2e    one tier"
-	@echo "make lint | typecheck | proto | crds | check-generated"
+	@echo "make lint | typecheck | proto | crds | docs | check-generated"
 	@echo "make controlplane | cluster-up | cluster-down    the local kube-apiserver + etcd"
+	@echo "make images | kind-e2e    container images (needs Docker); the kind end-to-end test (needs Docker and kind)"
 	@echo "make bench-overhead | bench-overhead-quick | bench-policies | bench-routing | bench-propagation | bench-gc    benchmarks (not part of make test)"
 
 $(STAMP): pyproject.toml
@@ -59,12 +60,18 @@ proto: $(STAMP)
 .PHONY: crds
 crds: $(STAMP)
 	@$(PY) hack/gen_crds.py
+	@$(PY) hack/gen_reference.py
+
+.PHONY: docs
+docs: $(STAMP)
+	@$(PY) hack/gen_reference.py
 
 .PHONY: check-generated
 check-generated: $(STAMP)
 	@echo "==> generated code is fresh"
 	@$(PY) hack/gen_proto.py --check
 	@$(PY) hack/gen_crds.py --check
+	@$(PY) hack/gen_reference.py --check
 
 .PHONY: test-unit
 test-unit: $(STAMP)
@@ -73,6 +80,7 @@ test-unit: $(STAMP)
 .PHONY: system-deps
 system-deps:
 	@bash hack/ensure-redis.sh
+	@bash hack/ensure-promtool.sh
 
 .PHONY: test-integration
 test-integration: $(STAMP) system-deps
@@ -85,6 +93,14 @@ test-e2e: $(STAMP) system-deps controlplane
 .PHONY: test
 test: lint typecheck check-generated test-unit test-integration test-e2e
 	@echo "==> all tiers passed"
+
+.PHONY: images
+images:
+	@bash hack/images.sh
+
+.PHONY: kind-e2e
+kind-e2e:
+	@bash hack/kind-e2e.sh
 
 .PHONY: controlplane
 controlplane: $(STAMP)

@@ -77,6 +77,18 @@ class OperatorMetrics:
             ["namespace", "budget"],
             registry=r,
         )
+        self.budget_limit_usd = Gauge(
+            "llmroute_operator_budget_limit_usd",
+            "The budget's limits per period (limit is soft or hard).",
+            ["namespace", "budget", "limit"],
+            registry=r,
+        )
+        self.budget_forecast_usd = Gauge(
+            "llmroute_operator_budget_forecast_usd",
+            "Spend expected by the end of the period at the run rate so far.",
+            ["namespace", "budget"],
+            registry=r,
+        )
         self.budget_state_gauge = Gauge(
             "llmroute_operator_budget_state",
             "1 for the budget's current state (Normal, SoftLimited, Exhausted).",
@@ -149,6 +161,14 @@ class OperatorMetrics:
     def budget_state(self, namespace: str, name: str, state: str) -> None:
         for known in ("Normal", "SoftLimited", "Exhausted"):
             self.budget_state_gauge.labels(namespace, name, known).set(1 if known == state else 0)
+
+    def budget_limits(
+        self, namespace: str, name: str, *, hard: float, soft: float | None, forecast: float
+    ) -> None:
+        self.budget_limit_usd.labels(namespace, name, "hard").set(hard)
+        if soft is not None:
+            self.budget_limit_usd.labels(namespace, name, "soft").set(soft)
+        self.budget_forecast_usd.labels(namespace, name).set(forecast)
 
     def budget_alert(self, namespace: str, name: str, percent: int) -> None:
         self.budget_alerts.labels(namespace, name, str(percent)).inc()

@@ -76,6 +76,9 @@ class BudgetObserver(Protocol):
     def budget_spent(self, namespace: str, name: str, usd: float) -> None: ...
     def budget_state(self, namespace: str, name: str, state: str) -> None: ...
     def budget_alert(self, namespace: str, name: str, percent: int) -> None: ...
+    def budget_limits(
+        self, namespace: str, name: str, *, hard: float, soft: float | None, forecast: float
+    ) -> None: ...
 
 
 class _NoObserver:
@@ -86,6 +89,11 @@ class _NoObserver:
         pass
 
     def budget_alert(self, namespace: str, name: str, percent: int) -> None:
+        pass
+
+    def budget_limits(
+        self, namespace: str, name: str, *, hard: float, soft: float | None, forecast: float
+    ) -> None:
         pass
 
 
@@ -303,6 +311,14 @@ class BudgetService:
                 self._overlay(tracked, current)
         self._observer.budget_spent(ns, name, tracked.ledger.spent / 1_000_000)
         self._observer.budget_state(ns, name, tracked.ledger.state)
+        limits = tracked.ledger.limits
+        self._observer.budget_limits(
+            ns,
+            name,
+            hard=limits.hard / 1_000_000,
+            soft=limits.soft / 1_000_000 if limits.soft is not None else None,
+            forecast=tracked.ledger.forecast(self._clock()) / 1_000_000,
+        )
         if self._persist is None:
             tracked.persisted_revision = tracked.ledger.revision
         for listener in self._listeners:

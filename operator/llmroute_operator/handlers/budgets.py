@@ -176,6 +176,11 @@ class BudgetEvents:
     def budget_state(self, namespace: str, name: str, state: str) -> None:
         self._metrics.budget_state(namespace, name, state)
 
+    def budget_limits(
+        self, namespace: str, name: str, *, hard: float, soft: float | None, forecast: float
+    ) -> None:
+        self._metrics.budget_limits(namespace, name, hard=hard, soft=soft, forecast=forecast)
+
     def budget_alert(self, namespace: str, name: str, percent: int) -> None:
         self._metrics.budget_alert(namespace, name, percent)
         entry = self._book.entry(namespace, name)

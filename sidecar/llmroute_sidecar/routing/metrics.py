@@ -4,12 +4,13 @@
 service reports each :class:`~.decision.Decision` through :meth:`RoutingMetrics.decided` and each
 refusal through :meth:`RoutingMetrics.refused`. Labels stay bounded by the config: logical model,
 strategy, rule name (or ``rules[i]``, or ``none``), and small fixed sets for choices and reasons.
-Never users, tenants or prompts.
+Never users, tenants or prompts. ``llmroute_backend_info`` carries each candidate backend's provider
+and region (value 1), so dashboards can group the per-backend series by region with a join.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .decision import Decision
 
@@ -60,11 +61,22 @@ class RoutingMetrics:
             ["model", "reason"],
             registry=r,
         )
+        self.backend_info = Gauge(
+            "llmroute_backend_info",
+            "Backends requests are routed to, with their provider and region (value 1; join on backend).",
+            ["route", "backend", "provider", "region"],
+            registry=r,
+        )
+        self._backends: dict[tuple[str, str], tuple[str, str]] = {}  # (route, backend) -> (provider, region)
 
     def decided(self, decision: Decision) -> None:
         model = decision.model
         self.decisions.labels(model, decision.strategy, decision.rule_label).inc()
         self.region_choices.labels(model, decision.region_choice).inc()
+        for backend in decision.candidates:  # one dict lookup each; labels only when a backend is new
+            key, where = (backend.route, backend.name), (backend.provider, backend.region)
+            if self._backends.get(key) != where:
+                self._described(key, where)
         for excluded in decision.excluded:
             self.excluded.labels(model, excluded.reason).inc()
         if decision.demoted:
@@ -72,6 +84,13 @@ class RoutingMetrics:
         if decision.truncated:
             self.truncations.labels(model).inc()
             self.truncated_messages.labels(model).inc(decision.truncated)
+
+    def _described(self, key: tuple[str, str], where: tuple[str, str]) -> None:
+        old = self._backends.get(key)
+        if old is not None:  # the backend moved (a config swap): drop the stale series
+            self.backend_info.remove(*key, *old)
+        self._backends[key] = where
+        self.backend_info.labels(*key, *where).set(1)
 
     def refused(self, model: str, reason: str) -> None:
         self.refusals.labels(model, reason).inc()
