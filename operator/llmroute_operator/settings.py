@@ -20,7 +20,7 @@ __all__ = ["OperatorSettings", "SidecarTemplate", "build_parser", "settings_from
 class SidecarTemplate:
     """What the injection webhook puts into pods."""
 
-    image: str = "ghcr.io/llmroute/sidecar:latest"
+    image: str = "ghcr.io/llmroute/sidecar:0.1.0"  # the chart sets its own appVersion tag
     image_pull_policy: str = "IfNotPresent"
     cpu_request: str = "50m"
     memory_request: str = "64Mi"

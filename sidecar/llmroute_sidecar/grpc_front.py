@@ -122,6 +122,8 @@ class RouterServicer:
 
     async def _guard(self, context: Context, method: str, call: Callable[[], Awaitable[_T]]) -> _T:
         """Run ``call``; an ApiError becomes its status, anything else INTERNAL (logged, not sent)."""
+        in_flight = self._service.metrics.in_flight
+        in_flight.inc()
         try:
             return await call()
         except ApiError as exc:
@@ -129,6 +131,8 @@ class RouterServicer:
         except Exception:
             log.exception("unhandled error in %s", method)
             error = ApiError(500, _INTERNAL, code="internal_error")
+        finally:
+            in_flight.dec()
         await _abort(context, error)
 
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
@@ -166,7 +170,11 @@ class RouterServicer:
             return await self._service.chat_stream(body, hints, include_usage=True)
 
         stream = await self._guard(context, "ChatStream", call)
-        failure = await self._relay(stream, context, started)
+        self._service.metrics.in_flight.inc()
+        try:
+            failure = await self._relay(stream, context, started)
+        finally:
+            self._service.metrics.in_flight.dec()
         if failure is not None:
             await _abort(context, failure)
 

@@ -41,6 +41,8 @@ def _error_response(error: ApiError) -> web.Response:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_flight = request.app[SERVICE].metrics.in_flight
+    in_flight.inc()
     try:
         return await handler(request)
     except ApiError as exc:
@@ -72,6 +74,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error_response(
             ApiError(500, "internal error in the llmroute sidecar; see its logs", code="internal_error")
         )
+    finally:
+        in_flight.dec()
 
 
 async def _body(request: web.Request) -> bytes:

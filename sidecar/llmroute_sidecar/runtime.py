@@ -105,6 +105,7 @@ class Sidecar:
             policies=self.policies,
         )
         self.store.on_swap(self._on_swap)
+        self.store.on_reject(lambda _message: self.metrics.config_rejected.inc())
         self._runners: list[web.AppRunner] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: object | None = None
@@ -118,7 +119,13 @@ class Sidecar:
         metrics = self.metrics
 
         def on_budget(event: str, budget: str) -> None:
-            metrics.policy.budget_events.labels(budget, event).inc()
+            guard = self.policies.budgets
+            wallet = guard.wallets.get(budget)
+            if wallet is not None:
+                available = wallet.available(guard.clock())
+                metrics.policy.budget_available.labels(budget).set(available / 1e6 if available > 0 else 0.0)
+            if event != "settle":
+                metrics.policy.budget_events.labels(budget, event).inc()
 
         node = self.node
         return RequestPolicies(

@@ -583,7 +583,8 @@ def default_policies(
     """In-process policy parts: what a standalone sidecar without Redis runs."""
 
     def on_budget(event: str, budget: str) -> None:
-        metrics.policy.budget_events.labels(budget, event).inc()
+        if event != "settle":  # every settled charge: only the allowance gauge cares (runtime.py)
+            metrics.policy.budget_events.labels(budget, event).inc()
 
     return RequestPolicies(
         metrics=metrics,

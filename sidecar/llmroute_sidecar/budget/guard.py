@@ -76,6 +76,7 @@ class Reservation:
             if wallet is not None:
                 wallet.settle(held.get(id(wallet), 0), actual, now)
             self.guard.source.observe(budget, actual)
+            self.guard.listener("settle", budget.name)
         self.guard.wake()
 
     def release(self) -> None:

@@ -81,8 +81,13 @@ class StandaloneSource:
         try:
             config = compile_path(self.path, namespace=self.namespace, region=self.region)
             self.store.apply(config)
-        except (ResourceError, ConfigError, OSError) as exc:
-            self.store.last_error = str(exc)
+        except ConfigError as exc:
+            # store.apply counted it already, unless the compiler refused it first
+            if self.store.last_error != str(exc):
+                self.store.reject(str(exc))
+            log.error("config from %s rejected: %s", self.path, exc)
+        except (ResourceError, OSError) as exc:
+            self.store.reject(str(exc))
             log.error("config from %s rejected: %s", self.path, exc)
         return self.store.current is not None
 

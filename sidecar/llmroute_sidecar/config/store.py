@@ -28,6 +28,8 @@ class ConfigStore:
         self.last_error: str | None = None
         self.swaps = 0
         self._listeners: list[Callable[[Snapshot], None]] = []
+        self._rejection_listeners: list[Callable[[str], None]] = []
+        self.rejected = 0
 
     @property
     def current(self) -> Snapshot | None:
@@ -36,12 +38,22 @@ class ConfigStore:
     def on_swap(self, listener: Callable[[Snapshot], None]) -> None:
         self._listeners.append(listener)
 
+    def on_reject(self, listener: Callable[[str], None]) -> None:
+        self._rejection_listeners.append(listener)
+
+    def reject(self, message: str) -> None:
+        """A config that could not be used (invalid, or unreadable files): the last good one stays."""
+        self.last_error = message
+        self.rejected += 1
+        for listener in self._rejection_listeners:
+            listener(message)
+
     def apply(self, config: pb.RouterConfig) -> Snapshot:
         """Validate and swap to ``config``; raises ConfigError and keeps the old one if it is bad."""
         try:
             snapshot = build_snapshot(config)
         except ConfigError as exc:
-            self.last_error = str(exc)
+            self.reject(str(exc))
             log.error("config %s rejected, keeping %s: %s", config.version, self.version or "none", exc)
             raise
         previous = self._current
