@@ -61,7 +61,9 @@ class Wallet:
         return max(0, self.granted - self.spent - self.reserved)
 
     def try_reserve(self, amount: int, now: float) -> bool:
-        self.largest_estimate = max(self.largest_estimate, amount)
+        # The largest recent estimate sizes top-ups; it decays, so one huge request does not make
+        # this sidecar hoard allowance other sidecars could spend.
+        self.largest_estimate = max(amount, self.largest_estimate * 99 // 100)
         if amount > self.available(now):
             return False
         self.reserved += amount
