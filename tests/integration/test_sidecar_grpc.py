@@ -410,3 +410,34 @@ async def test_client_cancel_closes_the_upstream_stream(
         await asyncio.sleep(0.02)
     assert counter._value.get() == 1
     assert instance.usage.drain()[-1].outcome == "client_disconnected"
+
+
+async def test_budget_refusal_is_resource_exhausted_and_streams_carry_the_cost(
+    fake: FakeFactory, sidecar: SidecarFactory, channel_for
+) -> None:  # type: ignore[no-untyped-def]
+    provider = await fake("openai-compatible")
+    resources = route_yaml(
+        [{"name": "local", "provider": "openai-compatible", "model": "m", "endpoint": provider.base_url}]
+    ) + (
+        "---\napiVersion: llmroute.io/v1alpha1\nkind: LLMBudget\nmetadata: {name: tiny, namespace: demo}\n"
+        'spec: {scope: {routes: [test-route]}, period: {type: daily}, limits: {hard: "0.0001"}}\n'
+    )
+    instance = await sidecar(resources)
+    stub = router_pb2_grpc.RouterStub(channel_for(instance))
+    request = pb.ChatRequest(model="chat", messages=[_user("hello")], max_tokens=5)
+    chunks = await _drain(stub.ChatStream(request))
+    route = chunks[-1].route
+    assert route.backend == "local" and route.cost_usd > 0  # the last chunk carries the stream's cost
+    calls = len(provider.requests)
+    refused: grpc.aio.AioRpcError | None = None
+    for _ in range(50):  # 2 + 8 USD per million tokens: a few requests spend 0.0001 USD
+        try:
+            await stub.Chat(request)
+        except grpc.aio.AioRpcError as exc:
+            refused = exc
+            break
+    assert refused is not None and refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    trailing = dict(refused.trailing_metadata() or ())
+    assert trailing.get("x-llmroute-error-code") == "budget_exceeded", trailing
+    assert "tiny" in (refused.details() or "")
+    assert len(provider.requests) < calls + 50  # the refused one was not forwarded
