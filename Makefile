@@ -108,7 +108,7 @@ controlplane: $(STAMP)
 
 .PHONY: demo
 demo: $(STAMP) system-deps controlplane
-	@$(PY) hack/demo.py
+	@$(PY) hack/demo.py $(ARGS)
 
 .PHONY: bench-overhead
 bench-overhead: $(STAMP)

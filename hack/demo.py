@@ -3,197 +3,68 @@
 1. start a real kube-apiserver + etcd on loopback (built from the Go module proxy on first use);
 2. install the CRDs and start the operator (``llmroute-operator --dev``: webhooks and the config
    server on 127.0.0.1 with a self-signed CA);
-3. apply a route over two providers, its Secret and a budget; show a bad route refused at apply;
-4. create a Pod in the opted-in namespace and show the sidecar the webhook injected;
-5. start a real sidecar process for that Pod (``llmroute-sidecar --operator`` with a projected-style
-   token bound to the Pod): the operator verifies it and pushes the route; ``kubectl get llm`` shows
-   it synced;
-6. drive the sidecar with the official ``openai`` SDK: a plain answer, a stream, a failover when the
-   primary provider fails; the sidecar reports usage and the budget's SPENT moves;
-7. spend control and data protection in the request path: an exact-cache hit that costs nothing, an
-   email redacted before the provider sees it and restored in the answer, a rate limit answering 429
-   with Retry-After, and a tenant budget that downgrades past its soft limit and refuses past its
-   hard limit;
-8. change the route and time apply → sidecar ACK.
+3. apply two routes over three providers in three regions (OpenAI in us-east-1, Anthropic in
+   eu-west-1, a self-hosted vLLM in eu-central-1; ``chat`` with a premium-tier and a code rule,
+   ``chat-eu`` restricted to EU regions), their Secret and budgets; show a bad route refused at apply;
+4. create three Pods in the opted-in namespace and show the sidecar the webhook injected;
+5. start a real sidecar process per Pod (``llmroute-sidecar --operator`` with a token bound to the
+   Pod): the operator verifies each and pushes its route; ``kubectl get llm`` shows them synced;
+6. drive a sidecar with the official ``openai`` SDK: a plain answer, a stream, a failover, an exact
+   cache hit, an email redacted and restored, a rate limit answering 429 with Retry-After;
+7. live traffic on all three sidecars (``demo_traffic``) while vLLM is flaky and Anthropic goes down
+   and comes back, with a tenant burst past its soft and hard budget: a live view of requests per
+   backend and region, failovers, breaker states, cache hits and spend against limits;
+8. change the route and time apply → sidecar ACK; end with ``kubectl get llm -A``.
 
-Every expected behaviour is checked; the demo exits non-zero when one did not happen.
-
-Providers are fake (they speak the real OpenAI and Anthropic wire protocols); everything else is real.
-Everything the demo starts stops when it ends.
+Every expected behaviour is checked; the demo exits non-zero when one did not happen. ``--keep``
+leaves the stack up afterwards until Ctrl-C. Providers are fake (they speak the real OpenAI and
+Anthropic wire protocols); everything else is real. Everything the demo starts stops when it ends.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
-import ctypes
+import functools
 import json
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import openai
+from rich.console import Console
 
+from demo_stack import (
+    BAD_ROUTE,
+    FAILED,
+    NS,
+    child,
+    expect,
+    free_port,
+    http_get,
+    resources,
+    say,
+    show,
+    wait_for,
+)
+from demo_traffic import Sidecar, check, live
 from llmroute_fakes.server import FakeProvider
 from llmroute_operator.devcluster import binaries
 from llmroute_operator.devcluster.kubectl import Kubectl
 from llmroute_operator.devcluster.target import open_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
-NS = "llmroute-demo"
-T = TypeVar("T")
-
-
-def say(text: str) -> None:
-    print(f"\n\033[1m==> {text}\033[0m", flush=True)
-
-
-def show(text: str) -> None:
-    print("   " + text.rstrip().replace("\n", "\n   "), flush=True)
-
-
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 60.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise SystemExit(f"demo: timed out waiting for {what}")
-
-
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as answer:
-            return answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError:
-        return 0, ""
-
-
-def _die_with_parent() -> None:
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def child(command: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as sink:
-        process = subprocess.Popen(
-            command, stdout=sink, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def resources(openai_url: str, anthropic_url: str, order: str = "gpt4o, claude") -> str:
-    return f"""
-apiVersion: v1
-kind: Secret
-metadata: {{name: providers, namespace: {NS}}}
-stringData: {{openai: sk-demo-openai, anthropic: sk-ant-demo}}
----
-apiVersion: llmroute.io/v1alpha1
-kind: LLMRoute
-metadata: {{name: chat, namespace: {NS}}}
-spec:
-  workloadSelector: {{matchLabels: {{app: chatbot}}}}
-  models:
-  - name: chat
-    strategy: fallback
-    backends: [{order}]
-  - name: chat-mini
-    backends: [mini]
-  backends:
-  - name: gpt4o
-    provider: openai
-    model: gpt-4o
-    endpoint: {openai_url}
-    region: us-east-1
-    credentialsRef: {{name: providers, key: openai}}
-    pricing: {{inputPerMillion: 2500, outputPerMillion: 10000}}
-  - name: mini
-    provider: openai
-    model: gpt-4o-mini
-    endpoint: {openai_url}
-    region: us-east-1
-    tier: small
-    credentialsRef: {{name: providers, key: openai}}
-    pricing: {{inputPerMillion: 1000, outputPerMillion: 4000}}
-  - name: claude
-    provider: anthropic
-    model: claude-sonnet-4-6
-    endpoint: {anthropic_url}
-    region: eu-west-1
-    credentialsRef: {{name: providers, key: anthropic}}
-    pricing: {{inputPerMillion: 3000, outputPerMillion: 15000}}
-  resilience:
-    timeout: {{perAttempt: 5s, total: 20s}}
-    retries: {{attempts: 1, backoff: {{base: 50ms, max: 200ms}}}}
-  cache: {{exact: {{ttl: 10m}}}}
-  privacy: {{pii: {{action: redact, restore: true}}}}
-  rateLimits: [{{key: user, requestsPerMinute: 5}}]
----
-apiVersion: llmroute.io/v1alpha1
-kind: LLMBudget
-metadata: {{name: tenant-burst, namespace: {NS}}}
-spec:
-  scope: {{tenant: burst}}
-  period: {{type: daily, timezone: UTC}}
-  limits: {{soft: "0.3", hard: "0.6"}}
-  onSoftLimit: {{downgradeTo: small}}
----
-apiVersion: llmroute.io/v1alpha1
-kind: LLMBudget
-metadata: {{name: chat-daily, namespace: {NS}}}
-spec:
-  scope: {{routes: [chat]}}
-  period: {{type: daily, timezone: Europe/Berlin}}
-  limits: {{soft: "80", hard: "100"}}
-"""
-
-
-BAD_ROUTE = f"""
-apiVersion: llmroute.io/v1alpha1
-kind: LLMRoute
-metadata: {{name: broken, namespace: {NS}}}
-spec:
-  models: [{{name: other, backends: [a]}}]
-  backends: [{{name: a, provider: openai, model: gpt-4o, credentialsRef: {{name: providers, key: azure}}}}]
-"""
-
-
-FAILED: list[str] = []
-
-
-def expect(ok: bool, what: str) -> None:
-    """Record an expected behaviour; the demo exits non-zero if any did not happen."""
-    show(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        FAILED.append(what)
+#: (pod, app label, service account, sidecar name in the live view)
+PODS = (
+    ("chatbot-0", "chatbot", "chatbot", "s0"),
+    ("chatbot-1", "chatbot", "chatbot", "s1"),
+    ("eu-chatbot-0", "eu-chatbot", "eu-chatbot", "eu"),
+)
 
 
 async def spend_control(base_url: str, primary: FakeProvider) -> None:
@@ -240,32 +111,6 @@ async def spend_control(base_url: str, primary: FakeProvider) -> None:
     show(f"statuses: {statuses}; Retry-After: {retry_after}s")
     expect(statuses[:5] == [200] * 5 and statuses[5:] == [429, 429], "5 answered, then 429 with Retry-After")
 
-    say("budget: tenant 'burst' (soft 0.30 USD: downgrade to the small tier; hard 0.60 USD: refuse)")
-    downgraded = refused = False
-    for i in range(60):
-        try:
-            raw = await ask(
-                model="chat",
-                messages=[{"role": "user", "content": f"burst question {i}"}],
-                max_tokens=20,
-                extra_headers={"x-llmroute-tenant": "burst", "x-llmroute-user": f"u{i}"},
-            )
-        except openai.RateLimitError as exc:
-            body = exc.body if isinstance(exc.body, dict) else {}
-            show(
-                f"request {i}: 429 {body.get('code')} (budget {body.get('budget')}, resets {body.get('reset_at')})"
-            )
-            refused = body.get("code") == "budget_exceeded"
-            break
-        note = raw.headers.get("x-llmroute-downgraded") or ""
-        downgraded = downgraded or bool(note)
-        show(
-            f"request {i}: {raw.headers.get('x-llmroute-backend'):6} ${raw.headers.get('x-llmroute-cost-usd')} {note}"
-        )
-        await asyncio.sleep(0.3)  # spend reaches the operator; its state comes back with the next push
-    expect(downgraded, "past the soft limit, requests went to the small tier (x-llmroute-downgraded)")
-    expect(refused, "past the hard limit, requests were refused with 429 budget_exceeded")
-
 
 async def app_calls(base_url: str, primary: FakeProvider) -> None:
     client = openai.AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0)
@@ -293,22 +138,59 @@ async def app_calls(base_url: str, primary: FakeProvider) -> None:
     primary.set_faults(None)
 
 
+def config_version(admin: str) -> str | None:
+    status, body = http_get(f"{admin}/config_dump")
+    if status != 200:
+        return None
+    dump: dict[str, Any] = json.loads(body)
+    return str(dump["version"]) if dump.get("config") and dump["config"].get("routes") else None
+
+
+def route_generation(admin: str, route: str) -> int:
+    status, body = http_get(f"{admin}/config_dump")
+    routes = (json.loads(body).get("config") or {}).get("routes", []) if status == 200 else []
+    return max((int(r.get("generation") or 0) for r in routes if r.get("name") == route), default=0)
+
+
+def newer(admin: str, route: str, generation: int) -> bool:
+    return route_generation(admin, route) > generation
+
+
+def is_synced(kubectl: Kubectl, route: str, synced: str) -> bool:
+    return synced in kubectl.run("get", "llmr", route, "-n", NS).stdout
+
+
+def create_pods(kubectl: Kubectl) -> None:
+    say("three Pods (two app=chatbot, app=eu-chatbot) are created: the mutating webhook injects the sidecar")
+    for name, app, account, _ in PODS:
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": NS, "labels": {"app": app}},
+            "spec": {"serviceAccountName": account, "containers": [{"name": "app", "image": f"example.test/{app}:1"}]},
+        }  # fmt: skip
+        created = kubectl.create(pod)
+        init = [(c["name"], c.get("restartPolicy")) for c in created["spec"].get("initContainers", [])]
+        app_env = [
+            e for e in created["spec"]["containers"][0].get("env", []) if e["name"] == "OPENAI_BASE_URL"
+        ]
+        show(f"{name}: initContainers {init}; app env {app_env}")
+        expect(any(c[1] == "Always" for c in init), f"{name} got the native sidecar injected")
+
+
 def run(
-    kubectl: Kubectl, kubeconfig: Path, work: Path, primary: FakeProvider, secondary: FakeProvider
+    kubectl: Kubectl, kubeconfig: Path, work: Path, providers: dict[str, FakeProvider], keep: bool
 ) -> None:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "PYTHONUNBUFFERED": "1"}
+    urls = {name: provider.base_url for name, provider in providers.items()}
+    urls["anthropic"] = providers["anthropic"].url
     say("kubectl apply -f crds/")
     show(kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds")).stdout)
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/llmroutes.llmroute.io",
-        "crd/llmbudgets.llmroute.io",
-    )
+    kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
+                "crd/llmroutes.llmroute.io", "crd/llmbudgets.llmroute.io")  # fmt: skip
     kubectl.run("create", "namespace", NS)
     kubectl.run("label", "namespace", NS, "llmroute.io/injection=enabled")
-    kubectl.run("create", "serviceaccount", "chatbot", "-n", NS)
+    for account in sorted({p[2] for p in PODS}):
+        kubectl.run("create", "serviceaccount", account, "-n", NS)
 
     ca = work / "ca.crt"
     ports = {name: free_port() for name in ("webhook", "config", "metrics")}
@@ -320,7 +202,8 @@ def run(
         "--webhook-addr", f"127.0.0.1:{ports['webhook']}", "--config-addr", f"127.0.0.1:{ports['config']}",
         "--metrics-addr", f"127.0.0.1:{ports['metrics']}", "--config-host", f"127.0.0.1:{ports['config']}",
     ]  # fmt: skip
-    with child(operator_cmd, work / "operator.log", env) as operator:
+    with contextlib.ExitStack() as stack:
+        operator = stack.enter_context(child(operator_cmd, work / "operator.log", env))
         started = time.monotonic()
         wait_for(
             "the operator's /readyz",
@@ -331,126 +214,137 @@ def run(
         )
         show(f"operator ready in {time.monotonic() - started:.1f}s (logs: {work / 'operator.log'})")
 
-        say(f"kubectl apply: a route over two providers, its Secret and a budget (namespace {NS})")
-        show(kubectl.run("apply", "-f", "-", input=resources(primary.base_url, secondary.url)).stdout)
+        say(f"kubectl apply: routes chat and chat-eu over three providers, their Secret and budgets ({NS})")
+        show(kubectl.run("apply", "-f", "-", input=resources(urls)).stdout)
         say("kubectl apply of a route whose Secret lacks the key is refused by the validating webhook")
-        show(kubectl.run("apply", "-f", "-", input=BAD_ROUTE, check=False).stderr)
+        refusal = kubectl.run("apply", "-f", "-", input=BAD_ROUTE, check=False)
+        show(refusal.stderr)
+        expect(refusal.returncode != 0 and "azure" in refusal.stderr, "the bad route was refused at apply")
+        create_pods(kubectl)
 
-        say("a Pod labelled app=chatbot is created: the mutating webhook injects the sidecar")
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": "chatbot-0", "namespace": NS, "labels": {"app": "chatbot"}},
-            "spec": {"serviceAccountName": "chatbot", "containers": [{"name": "app", "image": "example.test/chatbot:1"}]},
-        }  # fmt: skip
-        created = kubectl.create(pod)
-        init = created["spec"].get("initContainers", [])
-        show(f"initContainers: {[(c['name'], c.get('restartPolicy')) for c in init]}")
-        app_env = [
-            e for e in created["spec"]["containers"][0].get("env", []) if e["name"] == "OPENAI_BASE_URL"
-        ]
-        show(f"app env: {app_env}")
-
-        say("the sidecar for that Pod starts (no kubelet here, so the demo runs it) and dials the operator")
-        token = kubectl.run(
-            "create", "token", "chatbot", "-n", NS, "--audience", "llmroute",
-            "--bound-object-kind", "Pod", "--bound-object-name", "chatbot-0", "--duration", "1h",
-        ).stdout.strip()  # fmt: skip
-        (work / "token").write_text(token)
-        side = {name: free_port() for name in ("http", "grpc", "admin")}
-        sidecar_cmd = [
-            sys.executable, "-m", "llmroute_sidecar", "--operator", f"127.0.0.1:{ports['config']}",
-            "--token-file", str(work / "token"), "--ca-file", str(ca),
-            "--http-addr", f"127.0.0.1:{side['http']}", "--grpc-addr", f"127.0.0.1:{side['grpc']}",
-            "--admin-addr", f"127.0.0.1:{side['admin']}",
-        ]  # fmt: skip
-        sidecar_env = {**env, "POD_NAME": "chatbot-0", "POD_NAMESPACE": NS}
-        with child(sidecar_cmd, work / "sidecar.log", sidecar_env) as sidecar:
-
-            def config_version() -> str | None:
-                status, body = http_get(f"http://127.0.0.1:{side['admin']}/config_dump")
-                if status != 200 or sidecar.poll() is not None:
-                    return None
-                dump: dict[str, Any] = json.loads(body)
-                return str(dump["version"]) if dump.get("config") and dump["config"].get("routes") else None
-
-            version = wait_for("the pushed config", config_version, 60)
-            show(f"sidecar runs config {version}")
-            wait_for(
-                "status SYNCED 1/1", lambda: "1/1" in kubectl.run("get", "llmr", "chat", "-n", NS).stdout, 30
+        say("a sidecar per Pod starts (no kubelet here, so the demo runs them) and dials the operator")
+        sidecars: list[Sidecar] = []
+        for pod, _, account, name in PODS:
+            token = kubectl.run(
+                "create", "token", account, "-n", NS, "--audience", "llmroute",
+                "--bound-object-kind", "Pod", "--bound-object-name", pod, "--duration", "1h",
+            ).stdout.strip()  # fmt: skip
+            (work / f"{pod}.token").write_text(token)
+            side = {p: free_port() for p in ("http", "grpc", "admin")}
+            sidecar_cmd = [
+                sys.executable, "-m", "llmroute_sidecar", "--operator", f"127.0.0.1:{ports['config']}",
+                "--token-file", str(work / f"{pod}.token"), "--ca-file", str(ca),
+                "--http-addr", f"127.0.0.1:{side['http']}", "--grpc-addr", f"127.0.0.1:{side['grpc']}",
+                "--admin-addr", f"127.0.0.1:{side['admin']}",
+            ]  # fmt: skip
+            sidecar_env = {**env, "POD_NAME": pod, "POD_NAMESPACE": NS}
+            stack.enter_context(child(sidecar_cmd, work / f"sidecar-{pod}.log", sidecar_env))
+            sidecars.append(
+                Sidecar(name, f"http://127.0.0.1:{side['http']}/v1", f"http://127.0.0.1:{side['admin']}")
             )
-            say(f"kubectl get llm -n {NS}")
-            show(kubectl.run("get", "llm", "-n", NS).stdout)
-
-            asyncio.run(app_calls(f"http://127.0.0.1:{side['http']}/v1", primary))
-            asyncio.run(spend_control(f"http://127.0.0.1:{side['http']}/v1", primary))
-
-            say(
-                "the sidecar reports usage to the operator; the budget's SPENT follows (prices are inflated for the demo)"
+        for (pod, *_), sidecar in zip(PODS, sidecars, strict=True):
+            version = wait_for(
+                f"the config pushed to {pod}", functools.partial(config_version, sidecar.admin), 60
             )
-            wait_for(
-                "spend in LLMBudget.status",
-                lambda: (
-                    kubectl.json("get", "llmb", "chat-daily", "-n", NS).get("status", {}).get("spent")
-                    not in (None, "0", "0.00")
-                ),
-                60,
-            )
-            show(kubectl.run("get", "llmb", "-n", NS).stdout)
+            show(f"{pod} ({sidecar.name}) runs config {version}")
+        for route, synced in (("chat", "2/2"), ("chat-eu", "1/1")):
+            wait_for(f"{route} SYNCED {synced}", functools.partial(is_synced, kubectl, route, synced), 30)
+        show("both routes report their sidecars synced: chat 2/2, chat-eu 1/1")
+        say(f"kubectl get llm -n {NS}")
+        show(kubectl.run("get", "llm", "-n", NS).stdout)
 
-            say("kubectl apply of a changed route (claude first): time until the sidecar ACKs the new config")
+        primary = providers["openai"]
+        asyncio.run(app_calls(sidecars[0].base_url, primary))
+        asyncio.run(spend_control(sidecars[0].base_url, primary))
 
-            def chat_generation() -> int:
-                status, body = http_get(f"http://127.0.0.1:{side['admin']}/config_dump")
-                routes = (json.loads(body).get("config") or {}).get("routes", []) if status == 200 else []
-                return max(
-                    (int(r.get("generation") or 0) for r in routes if r.get("name") == "chat"), default=0
-                )
+        console = Console()
+        traffic = asyncio.run(live(sidecars, providers, kubectl, console))
+        check(traffic)
 
-            before, generation = config_version(), chat_generation()
-            applied = time.monotonic()
-            kubectl.run(
-                "apply", "-f", "-", input=resources(primary.base_url, secondary.url, order="claude, gpt4o")
-            )
-            # The route's new generation, not just any new version (budget states are pushed too).
-            wait_for("the new route generation", lambda: chat_generation() > generation, 30)
-            after = config_version()
-            show(f"config {before} -> {after} in {1000 * (time.monotonic() - applied):.0f} ms")
-            client = openai.OpenAI(
-                base_url=f"http://127.0.0.1:{side['http']}/v1", api_key="unused", max_retries=0
-            )
-            raw = client.chat.completions.with_raw_response.create(
-                model="chat", messages=[{"role": "user", "content": "who answers now?"}]
-            )
-            show(f"x-llmroute-backend: {raw.headers.get('x-llmroute-backend')}")
-            expect(raw.headers.get("x-llmroute-backend") == "claude", "the changed route answers from claude")
+        say(
+            "the sidecars report usage to the operator; the budgets' SPENT follows (prices are inflated for the demo)"
+        )
+        wait_for(
+            "spend in LLMBudget.status",
+            lambda: (
+                kubectl.json("get", "llmb", "chat-daily", "-n", NS).get("status", {}).get("spent")
+                not in (None, "0", "0.00")
+            ),
+            60,
+        )
+        show(kubectl.run("get", "llmb", "-n", NS).stdout)
+
+        say("kubectl apply of a changed route (claude first): time until the sidecars ACK the new config")
+        chat_sidecars = sidecars[:2]
+        generations = [route_generation(s.admin, "chat") for s in chat_sidecars]
+        applied = time.monotonic()
+        kubectl.run("apply", "-f", "-", input=resources(urls, order="claude, gpt4o"))
+        # The route's new generation, not just any new version (budget states are pushed too).
+        for s, generation in zip(chat_sidecars, generations, strict=True):
+            wait_for("the new route generation", functools.partial(newer, s.admin, "chat", generation), 30)
+        show(f"both chat sidecars ACKed the new generation in {1000 * (time.monotonic() - applied):.0f} ms")
+        client = openai.OpenAI(base_url=sidecars[1].base_url, api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="chat", messages=[{"role": "user", "content": "who answers now?"}]
+        )
+        show(f"x-llmroute-backend: {raw.headers.get('x-llmroute-backend')}")
+        expect(raw.headers.get("x-llmroute-backend") == "claude", "the changed route answers from claude")
+
+        wait_for("chat SYNCED 2/2 again", functools.partial(is_synced, kubectl, "chat", "2/2"), 30)
+        say("kubectl get llm -A")
+        show(kubectl.run("get", "llm", "-A").stdout)
+        if keep:
+            say("--keep: the stack stays up until Ctrl-C")
+            show(f"export KUBECONFIG={kubeconfig}")
+            for (pod, *_), s in zip(PODS, sidecars, strict=True):
+                show(f"{pod}: OPENAI_BASE_URL={s.base_url}  admin {s.admin}/metrics")
+            show(f"logs: {work}")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+            say("Ctrl-C: stopping everything")
 
 
-async def _providers() -> tuple[FakeProvider, FakeProvider]:
-    primary = FakeProvider("openai", api_key="sk-demo-openai")
-    secondary = FakeProvider("anthropic", api_key="sk-ant-demo")
-    return primary, secondary
+def _providers() -> dict[str, FakeProvider]:
+    return {
+        "openai": FakeProvider("openai", api_key="sk-demo-openai"),
+        "anthropic": FakeProvider("anthropic", api_key="sk-ant-demo"),
+        "vllm": FakeProvider("openai-compatible", api_key="sk-vllm-demo"),
+    }
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--keep", action="store_true", help="keep the stack up at the end, until Ctrl-C")
+    args = parser.parse_args()
+    # Ctrl-C and SIGTERM both unwind through the context managers, so everything started is stopped
+    # (even when SIGINT was inherited as ignored, as in a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     say("control plane: building or finding kube-apiserver and etcd (the first build takes ~5 minutes)")
     binaries.ensure(os.environ, with_helm=False)
-    primary, secondary = asyncio.run(_providers())
-    primary.start_in_thread()
-    secondary.start_in_thread()
+    providers = _providers()
+    for provider in providers.values():
+        provider.start_in_thread()
     try:
         with tempfile.TemporaryDirectory(prefix="llmroute-demo-") as tmp, open_cluster(os.environ) as cluster:
             show(cluster.description)
-            run(cluster.kubectl, cluster.kubeconfig, Path(tmp), primary, secondary)
+            run(cluster.kubectl, cluster.kubeconfig, Path(tmp), providers, args.keep)
     finally:
-        primary.stop_thread()
-        secondary.stop_thread()
+        for provider in providers.values():
+            provider.stop_thread()
     say(f"demo finished in {time.monotonic() - started:.1f}s; everything it started has stopped")
     if FAILED:
         print(
             f"demo: {len(FAILED)} expected behaviour(s) did not happen: {'; '.join(FAILED)}", file=sys.stderr
         )
         return 1
+    say("every expected behaviour happened")
     return 0
 
 
