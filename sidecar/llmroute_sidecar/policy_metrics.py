@@ -101,6 +101,13 @@ class PolicyMetrics:
             registry=r,
         )
 
+    def budget_event(self, event: str, budget: str, available_usd: float | None = None) -> None:
+        """A budget guard event; ``settle`` (every charge) only moves the allowance gauge."""
+        if available_usd is not None:
+            self.budget_available.labels(budget).set(max(0.0, available_usd))
+        if event != "settle":
+            self.budget_events.labels(budget, event).inc()
+
     def attribute(
         self,
         *,

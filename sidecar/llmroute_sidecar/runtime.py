@@ -121,11 +121,8 @@ class Sidecar:
         def on_budget(event: str, budget: str) -> None:
             guard = self.policies.budgets
             wallet = guard.wallets.get(budget)
-            if wallet is not None:
-                available = wallet.available(guard.clock())
-                metrics.policy.budget_available.labels(budget).set(available / 1e6 if available > 0 else 0.0)
-            if event != "settle":
-                metrics.policy.budget_events.labels(budget, event).inc()
+            available = wallet.available(guard.clock()) / 1e6 if wallet is not None else None
+            metrics.policy.budget_event(event, budget, available)
 
         node = self.node
         return RequestPolicies(

@@ -582,14 +582,10 @@ def default_policies(
 ) -> RequestPolicies:
     """In-process policy parts: what a standalone sidecar without Redis runs."""
 
-    def on_budget(event: str, budget: str) -> None:
-        if event != "settle":  # every settled charge: only the allowance gauge cares (runtime.py)
-            metrics.policy.budget_events.labels(budget, event).inc()
-
     return RequestPolicies(
         metrics=metrics,
         usage=usage,
-        budgets=BudgetGuard(source=LocalSource(), listener=on_budget),
+        budgets=BudgetGuard(source=LocalSource(), listener=metrics.policy.budget_event),
         rates=RateLimiter(),
         cache=ResponseCache(on_event=lambda event: metrics.policy.cache_events.labels(event).inc()),
         audit=audit or AuditLog(None),
