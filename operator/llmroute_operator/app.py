@@ -3,10 +3,20 @@
 :func:`run` builds every part with its collaborators passed in, starts them in dependency order and
 stops them in reverse on SIGTERM/SIGINT (or when ``stop`` is set):
 
-1. ``/readyz`` turns 503, and the status writers and the leadership observer stop;
-2. the config server drains (streams get ``grace`` seconds, sidecars reconnect elsewhere);
-3. kopf stops: watches end and, in ``--dev``, it removes the webhooks it registered;
-4. the budget service writes the spend it counted since the last write, and the hub stops.
+1. ``/readyz`` turns 503 and the budget service refuses new usage batches and leases;
+2. the leader writes the spend it counted and acknowledges it, then releases the leader Lease (a
+   peer takes over within one election round); a replica that does not lead withdraws its sync
+   report from the leader;
+3. the status writers and the election stop, and the config server drains (streams get ``grace``
+   seconds, sidecars reconnect to another replica and send their unacknowledged usage there);
+4. kopf stops: watches end and, in ``--dev``, it removes the webhooks it registered;
+5. the hub stops.
+
+High availability: every replica runs all of this; kopf runs standalone on each (its handlers only
+fill the index, so several replicas may watch at once), and ``leadership.py`` elects the one that
+writes status, counts spend and grants allowance. The others forward those calls to it
+(``configserver/forward.py``) and report their sidecars' sync counts (``configserver/peers.py``).
+Readiness means "this replica can serve": initial sync done, servers up.
 
 kopf runs in-process with its own :class:`kopf.OperatorRegistry` (handlers are closures over the
 parts, no module globals) through :func:`kopf.spawn_tasks`/:func:`kopf.run_tasks`, so this module, not
@@ -42,16 +52,19 @@ import kopf
 from .budgets import BudgetService
 from .certs import make_dev_certificates
 from .configserver import ConfigHub, ConfigServer, ServerTls
+from .configserver.forward import LeaderLink
+from .configserver.peers import MergedSync, PeerSyncBook, SyncReporter
 from .handlers.budgets import BudgetBook, BudgetEvents, BudgetStatus, make_persist, register_budget_handlers
 from .handlers.routes import RouteBook, RouteStatus, register_route_handlers
 from .handlers.secrets import register_secret_handlers
 from .handlers.status import StatusWriter
 from .handlers.sync import InitialSync
 from .index import ClusterIndex
-from .kube import KubeClient, KubeError
-from .leadership import Leadership, start_priority
+from .kube import GROUP, VERSION, KubeClient, KubeError
+from .leadership import Leadership
 from .metrics import OperatorMetrics, ProbeServer, split_addr
 from .settings import OperatorSettings
+from .validation import parse_budget
 from .webhooks.admission import register_validation_webhooks
 from .webhooks.inject import InjectionConfig
 from .webhooks.pods import CaPublisher, register_injection_webhook
@@ -140,13 +153,72 @@ class Operator:
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "stopping"
-        if not self.leadership.leader:
-            return False, "standby: another replica leads (or peering has not started yet)"
         if not self.initial.done.is_set():
             return False, "initial sync in progress"
         if self.settings.dev and not self.webhooks_registered.is_set():
             return False, "webhooks not registered yet"
         return True, "ok"
+
+
+def _advertise_address(settings: OperatorSettings, port: int) -> str:
+    """Where peers dial this replica when it leads: --advertise-address, else the pod IP."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    host = os.environ.get("POD_IP") or socket.gethostbyname(socket.gethostname())
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _peer_server_name(settings: OperatorSettings) -> str:
+    """The TLS name peers verify on the leader: its certificate names the config Service."""
+    if settings.peer_server_name:
+        return settings.peer_server_name
+    host = settings.config_host.rpartition(":")[0] if ":" in settings.config_host else settings.config_host
+    return host.strip("[]")
+
+
+async def _list_budgets(kube: KubeClient, settings: OperatorSettings) -> dict[tuple[str, str], Any]:
+    """Every LLMBudget as the API server has it now (retried until it answers)."""
+    paths = (
+        [f"/apis/{GROUP}/{VERSION}/namespaces/{ns}/llmbudgets" for ns in settings.namespaces]
+        if settings.namespaces
+        else [f"/apis/{GROUP}/{VERSION}/llmbudgets"]
+    )
+    delay = 0.2
+    while True:
+        try:
+            out: dict[tuple[str, str], Any] = {}
+            for path in paths:
+                for item in await kube.list_items(path):
+                    budget, _ = parse_budget(item)
+                    meta = item.get("metadata") or {}
+                    if budget is not None:
+                        out[(str(meta.get("namespace")), str(meta.get("name")))] = budget
+            return out
+        except KubeError as exc:
+            log.warning("listing budgets to take over failed (retrying): %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _hand_over(
+    *, budgets: BudgetService, leadership: Leadership, reporter: SyncReporter, server: ConfigServer
+) -> None:
+    """A clean stop: no batch is left counted but unacknowledged, and a peer leads at once."""
+    budgets.close_intake()
+    if leadership.leader:
+        try:
+            await asyncio.wait_for(budgets.persist_now(), timeout=5.0)
+        except Exception as exc:
+            log.warning("final budget status write failed: %s", exc)
+        try:
+            await asyncio.wait_for(server.flush_acks(), timeout=2.0)
+        except TimeoutError:
+            log.warning("some usage acks were not sent before the hand-over")
+        await leadership.release()
+    else:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reporter.withdraw(), timeout=2.0)
+        await leadership.release()
 
 
 def _free_port(host: str) -> int:
@@ -238,9 +310,12 @@ async def _run(
     budgets_book = BudgetBook(index=index, routes=routes)
     initial = InitialSync()
     identity = f"{socket.gethostname()}/{os.getpid()}-{secrets.token_hex(3)}"
-    leadership = Leadership(
-        settings=settings, kube=kube, identity=identity, priority=start_priority(), metrics=metrics
-    )
+    if not settings.standalone and tls.ca_pem is None:
+        raise SystemExit(
+            "llmroute-operator: --tls-ca is required with leader election (replicas verify the leader "
+            "with it); pass it, or run one replica with --standalone"
+        )
+    leadership = Leadership(settings=settings, kube=kube, identity=identity, address="", metrics=metrics)
     hub = ConfigHub(index=index, settings=settings, kube=kube, observer=metrics)
     holder: dict[str, BudgetService] = {}
     observer = BudgetEvents(
@@ -251,19 +326,30 @@ async def _run(
         settings=settings,
         persist=make_persist(kube=kube, is_leader=leadership, metrics=metrics),
         observer=observer,
+        active=settings.standalone,
     )
     holder["budgets"] = budgets
+    peer_book = PeerSyncBook()
+    link = LeaderLink(leadership=leadership, ca_pem=tls.ca_pem, server_name=_peer_server_name(settings))
+    reporter = SyncReporter(
+        hub=hub, index=index, leadership=leadership, link=link, token_file=settings.peer_token_file
+    )
+    merged = MergedSync(local=hub, peers=peer_book)
     server = ConfigServer(
         settings=settings,
         hub=hub,
         budgets=budgets,
         kube=kube,
         tls=ServerTls(cert_pem=tls.cert_pem, key_pem=tls.key_pem),
+        leadership=leadership,
+        link=link,
+        peers=peer_book,
+        observer=metrics,
     )
     route_writer = StatusWriter(
         kind="LLMRoute",
         plural="llmroutes",
-        source=RouteStatus(book=routes, sync=lambda: hub if hub.ready else None),
+        source=RouteStatus(book=routes, sync=lambda: merged if hub.ready else None),
         kube=kube,
         metrics=metrics,
         is_leader=leadership,
@@ -278,6 +364,8 @@ async def _run(
     )
     routes.on_change(route_writer.mark)
     hub.on_route_sync(route_writer.mark)
+    hub.on_route_sync(reporter.mark)
+    peer_book.on_change(route_writer.mark)
     budgets_book.on_change(budget_writer.mark)
     budgets.on_report(budget_writer.mark)
 
@@ -328,7 +416,38 @@ async def _run(
     register_injection_webhook(
         registry, settings=settings, config=injection, kube=kube, ca=ca, metrics=metrics
     )
-    await leadership.ensure_peering_objects()
+    leadership.address = _advertise_address(settings, op.config_port)
+    takeover: list[asyncio.Task[None]] = []
+
+    async def lead() -> None:
+        """Start counting from the spend the API server holds now, then write every status."""
+        await initial.done.wait()
+        fresh = await _list_budgets(kube, settings)
+        if leadership.leader:
+            budgets.activate(fresh)
+            route_writer.mark_all()
+            budget_writer.mark_all()
+
+    async def on_leadership(leading: bool) -> None:
+        for task in takeover:
+            task.cancel()
+        takeover.clear()
+        if leading:
+            task = asyncio.create_task(lead(), name="take over")
+            task.add_done_callback(_log_failure)
+            takeover.append(task)
+        else:
+            budgets.deactivate()
+            peer_book.clear()
+            reporter.mark()
+
+    leadership.on_change(on_leadership)
+
+    async def expire_peers() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            peer_book.expire()
+            metrics.peers.set(peer_book.replicas())
 
     async def initial_sync() -> None:
         await initial.wait(kube=kube, namespaces=settings.namespaces)
@@ -339,6 +458,8 @@ async def _run(
 
     background += [
         asyncio.create_task(leadership.run(), name="leadership"),
+        asyncio.create_task(reporter.run(), name="sync reports"),
+        asyncio.create_task(expire_peers(), name="peer reports"),
         asyncio.create_task(route_writer.run(), name="route status"),
         asyncio.create_task(budget_writer.run(), name="budget status"),
         asyncio.create_task(initial_sync(), name="initial sync"),
@@ -350,7 +471,7 @@ async def _run(
 
     kopf_stop = asyncio.Event()
     kopf_task = asyncio.create_task(
-        _run_kopf(registry, kopf_settings, settings, leadership, kopf_stop=kopf_stop, stop=stop), name="kopf"
+        _run_kopf(registry, kopf_settings, settings, identity, kopf_stop=kopf_stop, stop=stop), name="kopf"
     )
     if started is not None:
         maybe = started(op)
@@ -363,6 +484,9 @@ async def _run(
         stopper.cancel()
         op.stopping = True
         log.info("llmroute-operator stopping")
+        await _hand_over(budgets=budgets, leadership=leadership, reporter=reporter, server=server)
+        for task in takeover:
+            task.cancel()
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
@@ -376,6 +500,7 @@ async def _run(
         elif kopf_task.exception() is not None:
             log.error("kopf exited: %r", kopf_task.exception())
         await budgets.stop()
+        await link.close()
         await hub.stop()
         await op.probes.stop()
         await kube.close()
@@ -386,7 +511,7 @@ async def _run_kopf(
     registry: kopf.OperatorRegistry,
     kopf_settings: kopf.OperatorSettings,
     settings: OperatorSettings,
-    leadership: Leadership,
+    identity: str,
     *,
     kopf_stop: asyncio.Event,
     stop: asyncio.Event,
@@ -395,10 +520,10 @@ async def _run_kopf(
     tasks = await kopf.spawn_tasks(
         registry=registry,
         settings=kopf_settings,
-        identity=cast(Any, leadership.identity),  # kopf's Identity is a NewType of str
-        standalone=settings.standalone,
-        priority=leadership.priority,
-        peering_name=None if settings.standalone else settings.peering,
+        identity=cast(Any, identity),  # kopf's Identity is a NewType of str
+        # Every replica watches: the handlers only fill the index, and leadership.py (not kopf
+        # peering, which would pause the watches of all replicas but one) decides who writes.
+        standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=list(settings.namespaces),
         stop_flag=kopf_stop,

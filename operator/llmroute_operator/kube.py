@@ -377,6 +377,15 @@ class KubeClient:
         """POST ``body`` to a collection ``path``; :class:`KubeError` with status 409 when it exists."""
         return await self._raw("POST", path, body=dict(body), what=f"create in {path}")
 
+    async def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT ``body`` at ``path``; with ``metadata.resourceVersion`` set, 409 when someone wrote first."""
+        return await self._raw("PUT", path, body=dict(body), what=f"replace {path}")
+
+    async def list_items(self, path: str) -> list[dict[str, Any]]:
+        """Every object at a collection ``path`` (one page), as raw JSON."""
+        answer = await self._raw("GET", path, what=f"list {path}")
+        return [item for item in answer.get("items") or [] if isinstance(item, dict)]
+
 
 _DEFAULTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, KubeClient] = weakref.WeakKeyDictionary()
 

@@ -5,8 +5,8 @@ the observer protocols of the config hub (``configserver.HubObserver``: connecte
 latency, NACKs) and the budget service (``budgets.BudgetObserver``: spend, state, alerts), so
 ``app.py`` passes one object to both. The handlers count reconciles and status writes; the webhooks
 count admissions and injections. :class:`ProbeServer` serves ``/metrics``, ``/healthz`` (the process
-runs) and ``/readyz`` (initial sync done, servers up, and this replica leads: a standby is not ready,
-so the Service sends sidecars and webhook calls to the leader).
+runs) and ``/readyz`` (initial sync done and servers up: every replica serves sidecars and webhook
+calls, whether it leads or not; ``llmroute_operator_leader`` says which one leads).
 """
 
 from __future__ import annotations
@@ -124,8 +124,23 @@ class OperatorMetrics:
             "llmroute_operator_leader", "1 while this replica leads (writes status).", registry=r
         )
         self.ready = Gauge("llmroute_operator_ready", "1 once the replica is ready.", registry=r)
+        self.peers = Gauge(
+            "llmroute_operator_peers",
+            "Other replicas whose sidecar sync reports the leader counts (0 on the others).",
+            registry=r,
+        )
+        self.forwards = Counter(
+            "llmroute_operator_forwarded_calls",
+            "Usage streams and allowance calls a replica that does not lead passed to the leader, "
+            "by call (usage, lease, renew, return) and result (ok, error).",
+            ["call", "result"],
+            registry=r,
+        )
 
     # -- handlers and webhooks ----------------------------------------------------------------------
+
+    def forwarded(self, call: str, result: str) -> None:
+        self.forwards.labels(call, result).inc()
 
     def reconciled(self, kind: str, result: str, seconds: float) -> None:
         self.reconciles.labels(kind, result).inc()
@@ -169,6 +184,12 @@ class OperatorMetrics:
         if soft is not None:
             self.budget_limit_usd.labels(namespace, name, "soft").set(soft)
         self.budget_forecast_usd.labels(namespace, name).set(forecast)
+
+    def budgets_forgotten(self) -> None:
+        """This replica stopped leading: its budget gauges would only go stale."""
+        for gauge in (self.budget_spent_usd, self.budget_limit_usd, self.budget_forecast_usd):
+            gauge.clear()
+        self.budget_state_gauge.clear()
 
     def budget_alert(self, namespace: str, name: str, percent: int) -> None:
         self.budget_alerts.labels(namespace, name, str(percent)).inc()

@@ -39,8 +39,21 @@ class OperatorSettings:
     """Everything the operator needs to know to run."""
 
     namespaces: tuple[str, ...] = ()  # empty: the whole cluster
-    peering: str = "llmroute"
-    standalone: bool = False  # no peering (a single replica; tests and the demo)
+    standalone: bool = False  # no leader election: a single replica (tests and the demo)
+    # Leader election (leadership.py): a Lease in the operator's namespace, client-go's timings.
+    lease_name: str = "llmroute-operator"
+    lease_namespace: str = "llmroute-system"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    lease_retry: float = 2.0
+    # Replicas reach the leader (configserver/forward.py): the address this replica advertises when it
+    # leads, the TLS name peers verify, and the token it presents (a projected ServiceAccount token
+    # for the ``llmroute`` audience, bound to its Pod). Peers are Pods of ``peer_service_account``
+    # in ``lease_namespace``.
+    advertise_address: str = ""
+    peer_server_name: str = ""
+    peer_token_file: Path | None = None
+    peer_service_account: str = "llmroute-operator"
     dev: bool = False
     ca_out: Path | None = None
     webhook_addr: str = ":14443"
@@ -77,11 +90,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable; default: all) [LLMROUTE_NAMESPACES, comma-separated]",
     )
     parser.add_argument(
-        "--peering",
-        default=_env("LLMROUTE_PEERING", "llmroute"),
-        help="kopf peering name for leader election [LLMROUTE_PEERING]",
+        "--leader-lease",
+        default=_env("LLMROUTE_LEADER_LEASE", "llmroute-operator"),
+        help="name of the coordination.k8s.io Lease the replicas elect their leader with "
+        "[LLMROUTE_LEADER_LEASE]",
     )
-    parser.add_argument("--standalone", action="store_true", help="run without peering (one replica only)")
+    parser.add_argument(
+        "--leader-lease-namespace",
+        default=_env("LLMROUTE_LEADER_LEASE_NAMESPACE", _env("POD_NAMESPACE", "llmroute-system")),
+        help="namespace of that Lease, and of the peer replicas' ServiceAccount (default: the pod's "
+        "namespace) [LLMROUTE_LEADER_LEASE_NAMESPACE]",
+    )
+    parser.add_argument(
+        "--leader-lease-seconds",
+        type=float,
+        default=float(_env("LLMROUTE_LEADER_LEASE_SECONDS", "15") or 15),
+        help="how long a leader that stopped renewing keeps the Lease before a peer takes it (a "
+        "clean shutdown releases it at once) [LLMROUTE_LEADER_LEASE_SECONDS]",
+    )
+    parser.add_argument(
+        "--advertise-address",
+        default=_env("LLMROUTE_ADVERTISE_ADDRESS", ""),
+        help="host:port of this replica's config server as its peers dial it when it leads "
+        "(default: $POD_IP and the config port) [LLMROUTE_ADVERTISE_ADDRESS]",
+    )
+    parser.add_argument(
+        "--peer-server-name",
+        default=_env("LLMROUTE_PEER_SERVER_NAME", ""),
+        help="TLS name peers verify on the leader's certificate (default: the host of --config-host) "
+        "[LLMROUTE_PEER_SERVER_NAME]",
+    )
+    parser.add_argument(
+        "--peer-token-file",
+        default=_env("LLMROUTE_PEER_TOKEN_FILE"),
+        help="projected ServiceAccount token (audience llmroute, bound to this Pod) presented to the "
+        "leader; re-read on every use [LLMROUTE_PEER_TOKEN_FILE]",
+    )
+    parser.add_argument(
+        "--peer-service-account",
+        default=_env("LLMROUTE_PEER_SERVICE_ACCOUNT", _env("POD_SERVICE_ACCOUNT", "llmroute-operator")),
+        help="ServiceAccount of the operator's own Pods: the only callers the leader accepts peer "
+        "reports from [LLMROUTE_PEER_SERVICE_ACCOUNT]",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="run without leader election (one replica only)"
+    )
     parser.add_argument(
         "--dev",
         action="store_true",
@@ -151,8 +204,16 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
     dev = bool(args.dev)
     return OperatorSettings(
         namespaces=tuple(namespaces),
-        peering=args.peering,
         standalone=bool(args.standalone) or dev,
+        lease_name=args.leader_lease,
+        lease_namespace=args.leader_lease_namespace,
+        lease_duration=max(2.0, args.leader_lease_seconds),
+        renew_deadline=max(1.0, args.leader_lease_seconds * 2 / 3),
+        lease_retry=max(0.5, min(2.0, args.leader_lease_seconds / 7.5)),
+        advertise_address=args.advertise_address,
+        peer_server_name=args.peer_server_name,
+        peer_token_file=Path(args.peer_token_file) if args.peer_token_file else None,
+        peer_service_account=args.peer_service_account,
         dev=dev,
         ca_out=Path(args.ca_out) if args.ca_out else None,
         webhook_addr="127.0.0.1:14443" if dev and args.webhook_addr == ":14443" else args.webhook_addr,

@@ -7,6 +7,8 @@ can route it. ``/config_dump`` shows the running config with every secret field 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,6 +23,7 @@ __all__ = ["make_admin_app"]
 STORE: web.AppKey[ConfigStore] = web.AppKey("store", ConfigStore)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 USAGE: web.AppKey[UsageBuffer] = web.AppKey("usage", UsageBuffer)
+UNACKED: web.AppKey[Callable[[], int]] = web.AppKey("unacked")
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -50,13 +53,18 @@ async def config_dump(request: web.Request) -> web.Response:
         "swaps": store.swaps,
         "usage_buffered": len(usage),
         "usage_dropped": usage.dropped,
+        # Records sent to the operator and not acknowledged yet (0 in standalone mode).
+        "usage_unacked": request.app[UNACKED](),
         "config": redacted_dict(snapshot.config) if snapshot else None,
     }
     return web.Response(body=orjson.dumps(body, option=orjson.OPT_INDENT_2), content_type="application/json")
 
 
-def make_admin_app(store: ConfigStore, metrics_: Metrics, usage: UsageBuffer) -> web.Application:
+def make_admin_app(
+    store: ConfigStore, metrics_: Metrics, usage: UsageBuffer, unacked: Callable[[], int] = lambda: 0
+) -> web.Application:
     app = web.Application()
+    app[UNACKED] = unacked
     app[STORE] = store
     app[METRICS] = metrics_
     app[USAGE] = usage

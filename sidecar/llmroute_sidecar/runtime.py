@@ -152,6 +152,9 @@ class Sidecar:
         self._runners.append(runner)
         return int(runner.addresses[-1][1])
 
+    def _unacked(self) -> int:
+        return self.operator.reporter.unacked_records if self.operator is not None else 0
+
     async def start(self) -> None:
         if self.settings.config_path is not None:
             # Imported here: the YAML loader and compiler (pydantic, PyYAML) cost ~10 MB that an
@@ -172,7 +175,7 @@ class Sidecar:
             make_http_app(self.service, max_body=self.settings.max_body), self.settings.http_addr
         )
         self.admin_port = await self._serve(
-            make_admin_app(self.store, self.metrics, self.usage), self.settings.admin_addr
+            make_admin_app(self.store, self.metrics, self.usage, self._unacked), self.settings.admin_addr
         )
         if self.settings.grpc:
             from .grpc_front import start_grpc

@@ -82,6 +82,7 @@ class SidecarProcess:
     admin_port: int = field(default_factory=free_port)
     grpc_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()  # more llmroute-sidecar flags, e.g. --redis-url
+    operator_target: str = ""  # a gRPC target instead of 127.0.0.1:operator_port (several replicas)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -93,7 +94,7 @@ class SidecarProcess:
         token_file.write_text(self.token)
         command = [
             sys.executable, "-m", "llmroute_sidecar",
-            "--operator", f"127.0.0.1:{self.operator_port}",
+            "--operator", self.operator_target or f"127.0.0.1:{self.operator_port}",
             "--token-file", str(token_file), "--ca-file", str(self.ca),
             "--http-addr", f"127.0.0.1:{self.http_port}",
             "--grpc-addr", f"127.0.0.1:{self.grpc_port}",

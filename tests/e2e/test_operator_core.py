@@ -66,8 +66,6 @@ def apply_crds(kubectl: Kubectl) -> None:
         "--timeout=60s",
         "crd/llmroutes.llmroute.io",
         "crd/llmbudgets.llmroute.io",
-        "crd/kopfpeerings.kopf.dev",
-        "crd/clusterkopfpeerings.kopf.dev",
     )
 
 

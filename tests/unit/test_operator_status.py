@@ -1,5 +1,5 @@
 """Status computation (``conditions.py``), the status writer's write-only-on-change behaviour with a
-recording stand-in for the API, and kopf peering's leadership rule (``leadership.py``)."""
+recording stand-in for the API (leader election is in ``test_operator_leadership.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 from llmroute_operator import conditions as c
 from llmroute_operator.contracts import BudgetReport, RouteSync
 from llmroute_operator.handlers.status import EventSpec, Observed, StatusWriter, route_events
-from llmroute_operator.leadership import is_leader, start_priority
 from llmroute_operator.metrics import OperatorMetrics
 from llmroute_operator.validation import Problem, parse_route
 
@@ -247,27 +246,3 @@ async def test_a_standby_writes_nothing() -> None:
     await asyncio.sleep(0.1)
     task.cancel()
     assert api.patches == []
-
-
-# -- leadership -------------------------------------------------------------------------------------------
-
-
-def test_leadership_follows_kopf_priorities() -> None:
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    fresh = now.isoformat()
-    stale = (now - dt.timedelta(minutes=5)).isoformat()
-    me = {"priority": 10, "lifetime": 60, "lastseen": fresh}
-    assert is_leader({"me": me}, identity="me", priority=10, now=now)
-    assert not is_leader({}, identity="me", priority=10, now=now)  # kopf has not announced us
-    lower = {"priority": 5, "lifetime": 60, "lastseen": fresh}
-    assert is_leader({"me": me, "b": lower}, identity="me", priority=10, now=now)
-    higher = {"priority": 20, "lifetime": 60, "lastseen": fresh}
-    assert not is_leader({"me": me, "b": higher}, identity="me", priority=10, now=now)
-    same = {"priority": 10, "lifetime": 60, "lastseen": fresh}
-    assert not is_leader({"me": me, "b": same}, identity="me", priority=10, now=now)  # kopf pauses both
-    dead = {"priority": 20, "lifetime": 60, "lastseen": stale}
-    assert is_leader({"me": me, "b": dead}, identity="me", priority=10, now=now)
-
-
-def test_an_older_replica_has_a_higher_priority() -> None:
-    assert start_priority(1000.0) > start_priority(1001.0)

@@ -19,6 +19,7 @@ from llmroute_proto.v1 import (
     annotations_pb2,
     config_pb2,
     discovery_pb2,
+    peers_pb2,
     router_pb2,
     usage_pb2,
 )
@@ -26,7 +27,7 @@ from llmroute_proto.v1 import (
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GEN_PROTO = REPO_ROOT / "hack" / "gen_proto.py"
 PACKAGE_DIR = REPO_ROOT / "proto" / "llmroute_proto" / "v1"
-FILES = (allowance_pb2, annotations_pb2, config_pb2, discovery_pb2, router_pb2, usage_pb2)
+FILES = (allowance_pb2, annotations_pb2, config_pb2, discovery_pb2, peers_pb2, router_pb2, usage_pb2)
 
 
 def run_gen_proto(*args: str) -> subprocess.CompletedProcess[str]:

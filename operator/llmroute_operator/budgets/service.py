@@ -11,6 +11,12 @@
   status overlay, so the compiler pushes the downgrade to sidecars; :meth:`budget_report` tells the
   status writer what ``LLMBudget.status`` should say.
 - Allowance leases (``leases.py``) per budget, scoped to the caller's namespace.
+- Only the leading replica counts (``leadership.py``). A replica that stops leading calls
+  :meth:`deactivate`: it forgets ledgers, leases and batch logs, since the next leader starts from
+  the status the last one wrote. One that starts leading calls :meth:`activate` with budgets it has just
+  listed from the API server (fresher than its watch may be), so the spend written last is the spend
+  it continues from. Before a clean stop, :meth:`close_intake` refuses new batches, so every batch is
+  either counted, written and acknowledged here, or refused and sent again to the next leader.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -79,6 +85,7 @@ class BudgetObserver(Protocol):
     def budget_limits(
         self, namespace: str, name: str, *, hard: float, soft: float | None, forecast: float
     ) -> None: ...
+    def budgets_forgotten(self) -> None: ...
 
 
 class _NoObserver:
@@ -94,6 +101,9 @@ class _NoObserver:
     def budget_limits(
         self, namespace: str, name: str, *, hard: float, soft: float | None, forecast: float
     ) -> None:
+        pass
+
+    def budgets_forgotten(self) -> None:
         pass
 
 
@@ -144,6 +154,7 @@ class BudgetService:
         tick_seconds: float = 1.0,
         warmup_seconds: float = 15.0,
         request_id_memory: int = 200_000,
+        active: bool = True,
     ) -> None:
         self._index = index
         self._settings = settings
@@ -166,6 +177,10 @@ class BudgetService:
         self._idempotent = _Idempotent()
         self._listeners: list[Callable[[str, str], None]] = []
         self._ready = asyncio.Event()
+        self._active = asyncio.Event()  # this replica leads: it counts and grants
+        if active:
+            self._active.set()
+        self._intake_open = True
         self._acked = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,6 +229,39 @@ class BudgetService:
             )
             self.mark_ready()
 
+    @property
+    def active(self) -> bool:
+        return self._active.is_set()
+
+    def activate(self, fresh: Mapping[Key, LLMBudget]) -> None:
+        """Start counting (this replica now leads), seeded from ``fresh`` (listed from the API server)."""
+        if self._active.is_set():
+            return
+        self._budgets.clear()
+        self._active.set()
+        self._started_at = self._clock()
+        for namespace in sorted({*self._index.namespaces(), *(k[0] for k in fresh)}):
+            self._sync(namespace, fresh)
+        for tracked in self._budgets.values():
+            self._changed(tracked)
+        log.info("counting spend for %d budgets", len(self._budgets))
+
+    def deactivate(self) -> None:
+        """Stop counting (another replica leads): forget what the next leader reads from status."""
+        if not self._active.is_set():
+            return
+        self._active.clear()
+        self._budgets.clear()
+        self._logs.clear()
+        self._request_ids.clear()
+        self._idempotent = _Idempotent()
+        self._observer.budgets_forgotten()
+        self._notify_acks()
+
+    def close_intake(self) -> None:
+        """Refuse new usage batches and leases (a clean stop): they go to the next leader instead."""
+        self._intake_open = False
+
     def on_report(self, listener: Callable[[str, str], None]) -> None:
         """Call ``listener(namespace, name)`` when a budget's report changed."""
         self._listeners.append(listener)
@@ -226,9 +274,13 @@ class BudgetService:
         else:
             self._loop.call_soon_threadsafe(self._sync, namespace)
 
-    def _sync(self, namespace: str) -> None:
-        """Track the namespace's budgets: new ones seeded, changed specs applied, deleted ones dropped."""
-        if self._syncing:
+    def _sync(self, namespace: str, fresh: Mapping[Key, LLMBudget] | None = None) -> None:
+        """Track the namespace's budgets: new ones seeded, changed specs applied, deleted ones dropped.
+
+        ``fresh``: budgets just listed from the API server, whose status seeds new ledgers instead of
+        the index's copy (which the watch may not have updated with the last leader's final write).
+        """
+        if self._syncing or not self._active.is_set():
             return  # our own overlay write echoing back through the index
         self._syncing = True
         try:
@@ -237,6 +289,9 @@ class BudgetService:
             for budget in self._index.view(namespace).budgets:
                 key = (namespace, str(budget.metadata.get("name")))
                 present.add(key)
+                listed = fresh.get(key) if fresh is not None else None
+                if listed is not None and key not in self._budgets:
+                    budget = budget.model_copy(update={"status": listed.status})
                 try:
                     tracked = self._track(key, budget, now)
                 except ValueError as exc:
@@ -332,6 +387,9 @@ class BudgetService:
     async def report_usage(self, identity: Identity, batch: upb.UsageBatch) -> None:
         """Count a batch once; its acknowledgement follows when its spend is persisted."""
         await self._ready.wait()
+        await self._active.wait()
+        if not self._intake_open:
+            raise BudgetError("UNAVAILABLE", "the operator is stopping; send this batch again")
         owner = _owner(identity, batch.sidecar_id)
         batches = self._logs.get(owner)
         if batches is None:
@@ -493,8 +551,7 @@ class BudgetService:
     # -- allowances --------------------------------------------------------------------------------
 
     def _budget_for(self, identity: Identity, name: str) -> _Budget:
-        if not self._ready.is_set():
-            raise BudgetError("UNAVAILABLE", "the operator is starting; retry shortly")
+        self._check_serving()
         tracked = self._budgets.get((identity.namespace, name))
         if tracked is None:
             raise BudgetError("NOT_FOUND", f"no LLMBudget {name!r} in namespace {identity.namespace}")
@@ -510,6 +567,14 @@ class BudgetService:
             grant.expires_at.CopyFrom(stamp)
         return grant
 
+    def _check_serving(self) -> None:
+        if not self._ready.is_set():
+            raise BudgetError("UNAVAILABLE", "the operator is starting; retry shortly")
+        if not self._active.is_set():
+            raise BudgetError("UNAVAILABLE", "this replica does not lead; retry")
+        if not self._intake_open:
+            raise BudgetError("UNAVAILABLE", "the operator is stopping; retry")
+
     def lease(self, identity: Identity, request: apb.LeaseRequest) -> apb.LeaseGrant:
         owner = _owner(identity, request.sidecar_id)
         if (answer := self._idempotent.get(owner, request.request_id)) is not None:
@@ -523,6 +588,7 @@ class BudgetService:
         return self._idempotent.put(owner, request.request_id, self._grant(tracked, lease))
 
     def renew(self, identity: Identity, request: apb.RenewRequest) -> apb.LeaseGrant:
+        self._check_serving()
         owner = _owner(identity, request.sidecar_id)
         if (answer := self._idempotent.get(owner, request.request_id)) is not None:
             return answer
@@ -546,6 +612,7 @@ class BudgetService:
         raise BudgetError("NOT_FOUND", f"lease {request.lease_id!r} is unknown or expired; open a new one")
 
     def return_lease(self, identity: Identity, request: apb.ReturnRequest) -> apb.ReturnResponse:
+        self._check_serving()
         owner = _owner(identity, request.sidecar_id)
         for tracked in self._budgets.values():
             lease = (

@@ -1,10 +1,11 @@
-"""The config server's transport: one gRPC/TLS server hosting ConfigDiscovery, UsageReporting and
-Allowances (``settings.config_addr``, ``:14100``).
+"""The config server's transport: one gRPC/TLS server hosting ConfigDiscovery, UsageReporting,
+Allowances and Peers (``settings.config_addr``, ``:14100``).
 
 Every call is authenticated first (``auth.py``: bearer token -> TokenReview -> :class:`Identity`);
 after that this module only moves messages: discovery requests to the hub (``hub.py``), responses
 from the session's queue to the wire, usage batches and lease calls to the budget service
-(``budgets/``), acks back. Refusals map onto gRPC statuses: UNAUTHENTICATED (no or bad token),
+(``budgets/``) when this replica leads and to the leader (``forward.py``) when it does not, acks back;
+peer sync reports into ``peers.py``'s book. Refusals map onto gRPC statuses: UNAUTHENTICATED (no or bad token),
 PERMISSION_DENIED (claims that disagree with the token, a token without a pod), UNAVAILABLE (the API
 server could not review the token).
 """
@@ -17,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 import grpc
 
@@ -25,12 +26,16 @@ from llmroute_proto.v1 import allowance_pb2 as apb
 from llmroute_proto.v1 import allowance_pb2_grpc as apb_grpc
 from llmroute_proto.v1 import discovery_pb2 as dpb
 from llmroute_proto.v1 import discovery_pb2_grpc as dpb_grpc
+from llmroute_proto.v1 import peers_pb2 as ppb
+from llmroute_proto.v1 import peers_pb2_grpc as ppb_grpc
 from llmroute_proto.v1 import usage_pb2 as upb
 from llmroute_proto.v1 import usage_pb2_grpc as upb_grpc
 
 from ..settings import OperatorSettings
 from .auth import AuthError, Identity, IdentityApi, TokenAuthenticator, authorize, bearer_token
+from .forward import LeaderLink, NoLeader, forwarded, forwarding_metadata
 from .hub import ConfigHub
+from .peers import PeerSyncBook
 
 if TYPE_CHECKING:
     from ..budgets.service import BudgetService
@@ -134,15 +139,87 @@ class _Discovery(dpb_grpc.ConfigDiscoveryServicer, _Authenticated):
             self._hub.answer(handle, request)
 
 
-class _Usage(upb_grpc.UsageReportingServicer, _Authenticated):
-    def __init__(self, authenticator: TokenAuthenticator, budgets: BudgetService) -> None:
+class _Leadership(Protocol):
+    """What the transport needs of ``leadership.Leadership``."""
+
+    identity: str
+    leader: bool
+    leader_address: str
+    term: int
+
+    async def wait_change(self, term: int) -> int: ...
+
+
+class _AlwaysLeader:
+    """A single replica (``--standalone``, tests): it always leads."""
+
+    identity = "standalone"
+    leader = True
+    leader_address = ""
+    term = 0
+
+    async def wait_change(self, term: int) -> int:
+        await asyncio.Event().wait()
+        return term
+
+
+class _Spend(_Authenticated):
+    """Shared by the usage and allowance services: serve here when leading, else forward."""
+
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator,
+        budgets: BudgetService,
+        leadership: _Leadership,
+        link: LeaderLink | None,
+        observer: ForwardObserver,
+    ) -> None:
         _Authenticated.__init__(self, authenticator)
         self._budgets = budgets
+        self._leadership = leadership
+        self._link = link
+        self._observer = observer
+
+    async def _route(self, context: Context) -> tuple[Identity, Any]:
+        """The verified caller, and the leader's channel (None: serve here)."""
+        identity = await self.identity(context)
+        if self._leadership.leader:
+            return identity, None
+        metadata = context.invocation_metadata()
+        if forwarded(metadata):
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "this replica no longer leads; retry")
+        if self._link is None:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "this replica does not lead; retry")
+        try:
+            return identity, self._link.channel()
+        except NoLeader as exc:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    def _metadata(self, context: Context) -> tuple[tuple[str, str], ...]:
+        return forwarding_metadata(context.invocation_metadata(), via=self._leadership.identity)
+
+
+class _Usage(upb_grpc.UsageReportingServicer, _Spend):
+    def __init__(self, *args: Any) -> None:
+        _Spend.__init__(self, *args)
+        # Streams served here: [identity, sidecar id, last ack sent] (flush_acks reads them).
+        self.streams: dict[int, list[Any]] = {}
+        self.progress = asyncio.Event()  # set whenever one of them sent an ack or ended
+
+    def _progressed(self) -> None:
+        self.progress.set()
+        self.progress = asyncio.Event()
+
+    def acks_pending(self) -> int:
+        return sum(
+            1 for identity, sidecar, sent in self.streams.values()
+            if self._budgets.acked_sequence(identity, sidecar) > sent
+        )  # fmt: skip
 
     async def ReportUsage(
         self, request_iterator: AsyncIterator[upb.UsageBatch], context: Context
     ) -> AsyncIterator[upb.UsageAck]:
-        identity = await self.identity(context)
+        identity, channel = await self._route(context)
         requests = aiter(request_iterator)
         try:
             first = await anext(requests)
@@ -151,26 +228,62 @@ class _Usage(upb_grpc.UsageReportingServicer, _Authenticated):
         sidecar_id = first.sidecar_id
         if not sidecar_id:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "UsageBatch.sidecar_id is required")
+        term = self._leadership.term
+        moved = asyncio.ensure_future(self._leadership.wait_change(term))
+        try:
+            if channel is None:
+                async for ack in self._serve(first, requests, identity, context, moved):
+                    yield ack
+            else:
+                async for ack in self._forward(first, requests, channel, context, moved):
+                    yield ack
+        finally:
+            moved.cancel()
+        if moved.done() and not moved.cancelled():
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "the operator leader changed; reconnect")
+
+    async def _serve(
+        self,
+        first: upb.UsageBatch,
+        requests: AsyncIterator[upb.UsageBatch],
+        identity: Identity,
+        context: Context,
+        moved: asyncio.Future[int],
+    ) -> AsyncIterator[upb.UsageAck]:
+        sidecar_id = first.sidecar_id
         reader = asyncio.create_task(self._read(first, requests, identity))
         sent = -1
+        entry = self.streams[id(reader)] = [identity, sidecar_id, 0]
         try:
-            while True:
+            while not moved.done():
                 acked = self._budgets.acked_sequence(identity, sidecar_id)
                 if acked != sent and acked > 0:
                     sent = acked
                     yield upb.UsageAck(acked_sequence=acked)
+                    entry[2] = acked
+                    self._progressed()
                     continue
                 wait = asyncio.ensure_future(self._budgets.wait_acked(identity, sidecar_id, above=acked))
                 try:
-                    done, _ = await asyncio.wait({wait, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    pending: set[asyncio.Future[Any]] = {wait, reader, moved}
+                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     wait.cancel()
-                if wait not in done:
-                    if reader.exception() is not None:
-                        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(reader.exception()))
-                    break
+                if reader in done:
+                    from ..budgets.service import BudgetError  # here: budgets imports this package
+
+                    failure = reader.exception()
+                    if isinstance(failure, BudgetError):
+                        await _abort(context, getattr(grpc.StatusCode, failure.code), failure.message)
+                    if failure is not None:
+                        await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(failure))
+                    # The sidecar closed its side; acks of what it sent may still be on their way.
+                    if wait not in done:
+                        break
         finally:
             reader.cancel()
+            self.streams.pop(id(reader), None)
+            self._progressed()
 
     async def _read(
         self, first: upb.UsageBatch, requests: AsyncIterator[upb.UsageBatch], identity: Identity
@@ -181,31 +294,150 @@ class _Usage(upb_grpc.UsageReportingServicer, _Authenticated):
                 raise ValueError("a usage stream carries one sidecar_id")
             await self._budgets.report_usage(identity, batch)
 
+    async def _forward(
+        self,
+        first: upb.UsageBatch,
+        requests: AsyncIterator[upb.UsageBatch],
+        channel: Any,
+        context: Context,
+        moved: asyncio.Future[int],
+    ) -> AsyncIterator[upb.UsageAck]:
+        call = upb_grpc.UsageReportingStub(channel).ReportUsage(metadata=self._metadata(context))
 
-class _Allowances(apb_grpc.AllowancesServicer, _Authenticated):
-    def __init__(self, authenticator: TokenAuthenticator, budgets: BudgetService) -> None:
-        _Authenticated.__init__(self, authenticator)
-        self._budgets = budgets
+        async def pump() -> None:
+            await call.write(first)
+            async for batch in requests:
+                if batch.sidecar_id != first.sidecar_id:
+                    raise ValueError("a usage stream carries one sidecar_id")
+                await call.write(batch)
+            await call.done_writing()
 
+        pumper = asyncio.create_task(pump())
+        self._observer.forwarded("usage", "ok")
+        watched: set[asyncio.Future[Any]] = {pumper, moved}
+        # One read in flight at a time, never cancelled mid-way (that would cancel the whole call).
+        read: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                if read is None:
+                    read = asyncio.ensure_future(call.read())
+                done, _ = await asyncio.wait({read, *watched}, return_when=asyncio.FIRST_COMPLETED)
+                if pumper in done:
+                    watched.discard(pumper)  # the sidecar finished writing; acks may still come
+                    failure = pumper.exception()
+                    if failure is not None:
+                        if isinstance(failure, ValueError):
+                            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(failure))
+                        self._observer.forwarded("usage", "error")
+                        await _abort(
+                            context, grpc.StatusCode.UNAVAILABLE, f"forwarding to the leader: {failure}"
+                        )
+                if moved in done:
+                    return
+                if read not in done:
+                    continue
+                finished, read = read, None
+                try:
+                    ack = finished.result()
+                except grpc.aio.AioRpcError as exc:
+                    self._observer.forwarded("usage", "error")
+                    await _abort(context, exc.code(), f"leader: {exc.details()}")
+                if ack is grpc.aio.EOF:
+                    return
+                yield ack
+        finally:
+            pumper.cancel()
+            call.cancel()
+            if read is not None:
+                read.cancel()
+
+
+class _Allowances(apb_grpc.AllowancesServicer, _Spend):
     async def Lease(self, request: apb.LeaseRequest, context: Context) -> apb.LeaseGrant:
-        identity = await self.identity(context)
+        identity, channel = await self._route(context)
+        if channel is not None:
+            answer: apb.LeaseGrant = await self._forward(
+                context, apb_grpc.AllowancesStub(channel).Lease, request, "lease"
+            )
+            return answer
         return await self._call(context, lambda: self._budgets.lease(identity, request))
 
     async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.LeaseGrant:
-        identity = await self.identity(context)
+        identity, channel = await self._route(context)
+        if channel is not None:
+            answer: apb.LeaseGrant = await self._forward(
+                context, apb_grpc.AllowancesStub(channel).Renew, request, "renew"
+            )
+            return answer
         return await self._call(context, lambda: self._budgets.renew(identity, request))
 
     async def Return(self, request: apb.ReturnRequest, context: Context) -> apb.ReturnResponse:
-        identity = await self.identity(context)
+        identity, channel = await self._route(context)
+        if channel is not None:
+            answer: apb.ReturnResponse = await self._forward(
+                context, apb_grpc.AllowancesStub(channel).Return, request, "return"
+            )
+            return answer
         return await self._call(context, lambda: self._budgets.return_lease(identity, request))
 
+    async def _forward(self, context: Context, method: Any, request: Any, name: str) -> Any:
+        remaining = context.time_remaining()
+        timeout = min(remaining, 5.0) if isinstance(remaining, int | float) else 5.0
+        try:
+            answer = await method(request, metadata=self._metadata(context), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            self._observer.forwarded(name, "error")
+            await _abort(context, exc.code(), f"leader: {exc.details()}")
+        self._observer.forwarded(name, "ok")
+        return answer
+
     async def _call(self, context: Context, call: Callable[[], _T]) -> _T:
-        from ..budgets.service import BudgetError
+        from ..budgets.service import BudgetError  # here: budgets imports this package
 
         try:
             return call()
         except BudgetError as exc:
             await _abort(context, getattr(grpc.StatusCode, exc.code), exc.message)
+
+
+class _Peers(ppb_grpc.PeersServicer, _Authenticated):
+    """The leader's side of ``peers.py``: only the operator's own Pods may report."""
+
+    def __init__(
+        self,
+        authenticator: TokenAuthenticator,
+        book: PeerSyncBook | None,
+        leadership: _Leadership,
+        peer: tuple[str, str],
+    ) -> None:
+        _Authenticated.__init__(self, authenticator)
+        self._book = book
+        self._leadership = leadership
+        self._peer = peer
+
+    async def ReportSync(self, request: ppb.SyncReport, context: Context) -> ppb.SyncReportAck:
+        identity = await self.identity(context)
+        if (identity.namespace, identity.service_account) != self._peer:
+            await _abort(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{identity} is not an operator replica (expected ServiceAccount {self._peer[0]}/{self._peer[1]})",
+            )
+        if self._book is None or not self._leadership.leader:
+            await _abort(context, grpc.StatusCode.UNAVAILABLE, "this replica does not lead")
+        if not request.replica:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "SyncReport.replica is required")
+        self._book.accept(request)
+        return ppb.SyncReportAck()
+
+
+class ForwardObserver(Protocol):
+    def forwarded(self, call: str, result: str) -> None: ...
+
+
+class _NoForwardObserver:
+    def forwarded(self, call: str, result: str) -> None:
+        pass
 
 
 class ConfigServer:
@@ -221,6 +453,10 @@ class ConfigServer:
         tls: ServerTls | None = None,
         addr: str | None = None,
         authenticator: TokenAuthenticator | None = None,
+        leadership: _Leadership | None = None,
+        link: LeaderLink | None = None,
+        peers: PeerSyncBook | None = None,
+        observer: ForwardObserver | None = None,
     ) -> None:
         if tls is None:
             if settings.tls_cert is None or settings.tls_key is None:
@@ -231,7 +467,13 @@ class ConfigServer:
         self.authenticator = authenticator or TokenAuthenticator(api=kube)
         self._hub = hub
         self._budgets = budgets
+        self._leadership: _Leadership = leadership or _AlwaysLeader()
+        self._link = link
+        self._peers = peers
+        self._peer = (settings.lease_namespace, settings.peer_service_account)
+        self._observer: ForwardObserver = observer or _NoForwardObserver()
         self._server: Any = None
+        self._usage: _Usage | None = None
         self.port = 0
 
     async def start(self) -> int:
@@ -245,8 +487,13 @@ class ConfigServer:
             ]
         )
         dpb_grpc.add_ConfigDiscoveryServicer_to_server(_Discovery(self.authenticator, self._hub), server)
-        upb_grpc.add_UsageReportingServicer_to_server(_Usage(self.authenticator, self._budgets), server)
-        apb_grpc.add_AllowancesServicer_to_server(_Allowances(self.authenticator, self._budgets), server)
+        spend = (self.authenticator, self._budgets, self._leadership, self._link, self._observer)
+        self._usage = _Usage(*spend)
+        upb_grpc.add_UsageReportingServicer_to_server(self._usage, server)
+        apb_grpc.add_AllowancesServicer_to_server(_Allowances(*spend), server)
+        ppb_grpc.add_PeersServicer_to_server(
+            _Peers(self.authenticator, self._peers, self._leadership, self._peer), server
+        )
         credentials = grpc.ssl_server_credentials([(self._tls.key_pem, self._tls.cert_pem)])
         host, _, port = self._addr.rpartition(":")
         target = f"{host or '[::]'}:{port}"
@@ -260,6 +507,14 @@ class ConfigServer:
         self._server = server
         log.info("config server listening on %s (port %d, TLS)", self._addr, self.port)
         return self.port
+
+    async def flush_acks(self) -> None:
+        """Wait until every usage stream served here has sent its sidecar the latest ack."""
+        usage = self._usage
+        while usage is not None and usage.acks_pending():
+            # The streams wake on the budget service's ack notification; wait for them to write.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(usage.progress.wait(), timeout=0.05)
 
     async def stop(self, grace: float = 5.0) -> None:
         if self._server is not None:

@@ -181,6 +181,9 @@ class BudgetEvents:
     ) -> None:
         self._metrics.budget_limits(namespace, name, hard=hard, soft=soft, forecast=forecast)
 
+    def budgets_forgotten(self) -> None:
+        self._metrics.budgets_forgotten()
+
     def budget_alert(self, namespace: str, name: str, percent: int) -> None:
         self._metrics.budget_alert(namespace, name, percent)
         entry = self._book.entry(namespace, name)
@@ -204,8 +207,8 @@ Persist = Callable[[str, str, BudgetReport], Awaitable[None]]
 def make_persist(*, kube: KubeClient, is_leader: Callable[[], bool], metrics: OperatorMetrics) -> Persist:
     """The budget service's ``persist``: a merge patch of the spend fields into ``LLMBudget.status``.
 
-    Only the leader writes status; on a standby it raises, so the service keeps the spend and retries
-    (a standby is not Ready, so sidecars are not sent to it in the first place).
+    Only the leader writes status; on any other replica it raises (its budget service does not count
+    either: those replicas forward usage to the leader).
     """
 
     async def persist(namespace: str, name: str, report: BudgetReport) -> None:
