@@ -91,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--leader-lease",
-        default=_env("LLMROUTE_LEADER_LEASE", "llmroute-operator"),
-        help="name of the coordination.k8s.io Lease the replicas elect their leader with "
-        "[LLMROUTE_LEADER_LEASE]",
+        "--peering",
+        dest="leader_lease",
+        default=_env("LLMROUTE_LEADER_LEASE", _env("LLMROUTE_PEERING", "llmroute-operator")),
+        help="name of the coordination.k8s.io Lease the replicas elect their leader with; replicas "
+        "sharing it are peers (--peering is the same flag) [LLMROUTE_LEADER_LEASE]",
     )
     parser.add_argument(
         "--leader-lease-namespace",

@@ -137,6 +137,34 @@ def test_default_render_self_signed(helm: Path) -> None:
     assert excluded["operator"] == "NotIn" and {RELEASE_NAMESPACE, "kube-system"} <= set(excluded["values"])
 
 
+def test_every_replica_serves_so_drains_and_rollouts_keep_one(helm: Path) -> None:
+    docs = objects(template(helm))
+    deployment = one(docs, "Deployment")
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    command = container["command"]
+    assert "--leader-lease=llmroute-operator" in command
+    assert "--advertise-address=$(POD_IP):14100" in command
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"] if "valueFrom" in e}
+    assert env["POD_IP"] == "status.podIP" and env["POD_SERVICE_ACCOUNT"] == "spec.serviceAccountName"
+    (token,) = [v for v in pod["volumes"] if v["name"] == "peer-token"]
+    (source,) = token["projected"]["sources"]
+    assert source["serviceAccountToken"]["audience"] == "llmroute"
+    assert "--peer-token-file=/var/run/secrets/llmroute/token" in command
+    role = one(docs, "Role", "llmroute-operator-leader")
+    assert role["metadata"]["namespace"] == RELEASE_NAMESPACE
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["get", "create", "update"]}
+    ]
+    binding = one(docs, "RoleBinding", "llmroute-operator-leader")
+    assert binding["roleRef"]["name"] == "llmroute-operator-leader"
+    cluster_role = one(docs, "ClusterRole")
+    assert all("kopf.dev" not in rule["apiGroups"] for rule in cluster_role["rules"])
+
+
 def test_cert_manager_render(helm: Path) -> None:
     docs = objects(template(helm, "certManager.enabled=true", "serviceMonitor.enabled=true"))
     assert not [d for d in docs if d["kind"] == "Secret"]

@@ -238,7 +238,9 @@ def test_network_policy_renders_only_when_enabled(helm: Path) -> None:
     by_port = {rule["ports"][0]["port"]: rule for rule in spec["ingress"]}
     assert sorted(by_port) == sorted(container_ports.values())  # those three ports, nothing else
     assert all(len(rule["ports"]) == 1 and rule["ports"][0]["protocol"] == "TCP" for rule in spec["ingress"])
-    assert by_port[container_ports["config"]]["from"] == [{"namespaceSelector": {}}]
+    operator_pods = {"podSelector": {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}}
+    # Sidecars anywhere, and the other operator replicas (they forward spend calls to the leader).
+    assert by_port[container_ports["config"]]["from"] == [operator_pods, {"namespaceSelector": {}}]
     assert "from" not in by_port[container_ports["webhook"]]  # the API server is not a pod
     assert "from" not in by_port[container_ports["metrics"]]
 
@@ -259,7 +261,8 @@ def test_network_policy_follows_ports_and_watched_namespaces(helm: Path) -> None
     assert policy["metadata"]["name"] == "router-operator"
     by_port = {rule["ports"][0]["port"]: rule for rule in policy["spec"]["ingress"]}
     assert sorted(by_port) == [9091, 9100, 9443]
-    (selector,) = by_port[9100]["from"]
+    peers, selector = by_port[9100]["from"]
+    assert set(peers) == {"podSelector"}  # the operator's replicas, in the release namespace
     assert selector == {
         "namespaceSelector": {
             "matchExpressions": [
