@@ -53,7 +53,9 @@ def test_lease_body_counts_transitions_and_keeps_the_acquire_time() -> None:
     assert renewed["spec"]["acquireTime"] == first["spec"]["acquireTime"]
     assert renewed["spec"]["renewTime"] != first["spec"]["renewTime"]
     assert renewed["spec"]["leaseTransitions"] == 0
-    taken = lease_body(name="l", namespace="ns", holder="b", address="y", duration=15, now=NOW, previous=record)
+    taken = lease_body(
+        name="l", namespace="ns", holder="b", address="y", duration=15, now=NOW, previous=record
+    )
     assert taken["spec"]["leaseTransitions"] == 1
 
 
@@ -216,7 +218,9 @@ def _report(replica: str, ttl: int, *routes: tuple[str, int, int]) -> ppb.SyncRe
     return ppb.SyncReport(
         replica=replica,
         ttl_seconds=ttl,
-        routes=[ppb.RouteSyncState(namespace="ns", name=n, matched=m, synced=s, version="v") for n, m, s in routes],
+        routes=[
+            ppb.RouteSyncState(namespace="ns", name=n, matched=m, synced=s, version="v") for n, m, s in routes
+        ],
     )
 
 
