@@ -14,6 +14,13 @@ from typing import Any
 
 import pytest
 
+from llmroute_operator.configserver.forward import (
+    FORWARDED,
+    LeaderLink,
+    NoLeader,
+    forwarded,
+    forwarding_metadata,
+)
 from llmroute_operator.configserver.peers import MergedSync, PeerSyncBook, merge
 from llmroute_operator.contracts import RouteSync
 from llmroute_operator.kube import KubeError, NotFoundError
@@ -259,3 +266,32 @@ def test_a_report_never_counts_longer_than_a_minute(ttl: int) -> None:
     book.accept(_report("r2", ttl, ("chat", 1, 1)))
     clock.now += 61
     assert book.route_sync("ns", "chat") == []
+
+
+# -- forwarding ------------------------------------------------------------------------------------------
+
+
+def test_forwarding_passes_only_the_callers_credentials_and_marks_the_hop() -> None:
+    incoming = [("Authorization", "Bearer t"), ("user-agent", "grpc"), ("x-llmroute-session", "s")]
+    out = forwarding_metadata(incoming, via="replica-a")
+    assert out == (("authorization", "Bearer t"), (FORWARDED, "replica-a"))
+    assert not forwarded(incoming) and forwarded(out)
+    assert forwarding_metadata(None, via="r") == ((FORWARDED, "r"),)
+
+
+def test_the_link_refuses_when_no_replica_leads_or_this_one_does() -> None:
+    class State:
+        identity = "me"
+        leader = False
+        leader_address = ""
+
+    state = State()
+    link = LeaderLink(leadership=state, ca_pem=b"ca")
+    with pytest.raises(NoLeader, match="no replica leads"):
+        link.channel()
+    state.leader = True
+    with pytest.raises(NoLeader, match="this replica leads"):
+        link.channel()
+    state.leader, state.leader_address = False, "10.0.0.2:14100"
+    with pytest.raises(NoLeader, match="no CA"):
+        LeaderLink(leadership=state, ca_pem=None).channel()
