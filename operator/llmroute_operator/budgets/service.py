@@ -489,7 +489,7 @@ class BudgetService:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Once per outage at warning level (a standby replica refuses every write).
+                # Once per outage at warning level (e.g. the API server is unreachable).
                 log.log(
                     logging.DEBUG if failing else logging.WARNING,
                     "writing budget status failed (will retry): %s",

@@ -7,8 +7,8 @@ asks its :class:`StatusSource` for the desired status, compares it with what the
 this writer last wrote), and sends a merge patch to the status subresource only when a field differs,
 with bounded concurrency. Condition transitions become Events through the source's ``events``.
 
-Only the leader writes (kopf peering decides; ``leadership.py`` observes it), so two replicas never
-both write status; a standby keeps computing nothing until it leads.
+Only the leader writes (the Lease of ``leadership.py`` decides), so two replicas never both write
+status; a replica that does not lead computes nothing here until it leads.
 """
 
 from __future__ import annotations
