@@ -47,7 +47,7 @@ from .openai_api.errors import ApiError
 from .openai_api.validate import error_for_unknown_model
 from .ratelimit import RateLimiter
 from .request_policies import Request, RequestPolicies
-from .routing import Availability, Decision, LatencyEstimate, RoutingRefused, plan
+from .routing import Availability, Decision, LatencyEstimate, LatencyProbes, RoutingRefused, plan
 from .routing.capabilities import Kind
 from .stream_call import StreamCall
 from .upstream import UpstreamClient
@@ -155,6 +155,7 @@ class RouterService:
         self.availability = self.health.backend_available
         self.latency = self.health.backend_latency
         self.rng = random.Random()
+        self.probes = LatencyProbes()  # the latency strategy's probe slots, one set per sidecar
         # Per-backend concurrency limits follow config swaps; coalescing shares in-flight calls.
         self.limits = LoadLimits(settings=load, metrics=metrics.load)
         if store.current is not None:
@@ -488,6 +489,7 @@ class RouterService:
                 health=self.availability,
                 latency=self.latency,
                 rng=self.rng,
+                probes=self.probes,
             )
         except RoutingRefused as exc:
             self.metrics.routing.refused(entry.name, exc.reason)

@@ -101,7 +101,10 @@ class SplitEntry(ResourceModel):
     weight: int = Field(
         ge=0,
         le=100,
-        description="Share of users sent to this backend, in percent; the weights of a split sum to 100.",
+        description=(
+            "Share of users sent to this backend, in percent; the weights of a split sum to 100. With "
+            "regions.preferLocal, the shares apply among the healthy arms in the sidecar's region."
+        ),
     )
 
 
@@ -180,8 +183,11 @@ class LogicalModel(ResourceModel):
         default="fallback",
         description=(
             "How candidates are ordered: fallback keeps the declared order; weighted follows split, "
-            "sticky per user; cost puts the cheapest suitable backend first; latency the fastest; "
-            "complexity scores the prompt and picks a backend of the matching tier."
+            "sticky per user; cost puts the cheapest suitable backend first; latency the fastest by "
+            "each sidecar's decaying estimate (time to first token for streams); a healthy backend "
+            "with no measured request in the last 5 minutes (new, or passed over as slower) is probed: "
+            "at most one request every 10s per backend and sidecar tries it first, so it is measured "
+            "again; complexity scores the prompt and picks a backend of the matching tier."
         ),
     )
     backends: list[DnsLabel] | None = Field(
@@ -449,7 +455,13 @@ class Regions(ResourceModel):
     )
     prefer_local: bool = Field(
         default=True,
-        description="Try healthy backends in the sidecar's own region before others.",
+        description=(
+            "Try healthy backends in the sidecar's own region before others: while a local candidate "
+            "is healthy, the strategy chooses among the local ones only (a weighted split shares "
+            "traffic among its local arms, weights renormalised), and remote ones are fallbacks; when "
+            "none is, the remote ones get the traffic, a split by its weights. Backends outside a "
+            "weighted split stay fallbacks after all of its arms, local or not."
+        ),
     )
 
 

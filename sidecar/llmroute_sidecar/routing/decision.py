@@ -54,6 +54,7 @@ class Decision:
     allowed_regions: tuple[str, ...] = ()
     excluded: tuple[Excluded, ...] = ()
     demoted: tuple[str, ...] = ()
+    probe: str | None = None  # the unmeasured backend put first to measure its latency (probes.py)
     truncated: int = 0
 
     @property
@@ -100,6 +101,8 @@ class Decision:
             out["excluded"] = {e.backend: e.reason for e in self.excluded}
         if self.demoted:
             out["unhealthy"] = list(self.demoted)
+        if self.probe is not None:
+            out["probe"] = self.probe
         if self.truncated:
             out["truncated"] = self.truncated
         return out
@@ -120,6 +123,8 @@ class Decision:
             parts.append("excluded=" + ",".join(f"{e.backend}:{e.reason}" for e in self.excluded))
         if self.demoted:
             parts.append("unhealthy=" + ",".join(self.demoted))
+        if self.probe is not None:
+            parts.append(f"probe={self.probe}")
         if self.truncated:
             parts.append(f"truncated={self.truncated}")
         return " ".join(parts)

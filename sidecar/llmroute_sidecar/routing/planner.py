@@ -9,12 +9,17 @@ attempt loop. It runs these steps, each in its own module:
 4. context windows (``context.py``): backends the request does not fit are dropped; when none fits,
    the model's overflow policy rejects or truncates;
 5. the strategy orders what is left (``strategies.py``, ``complexity.py``);
-6. locality (``regions.py``): same-region backends first when ``preferLocal``;
-7. health: backends the health tracker reports unavailable move to the end (never dropped: when all
-   are unavailable the order stays, and the tracker's ejection cap decides what "unavailable" means).
+6. placement (``placement.py``), a stable sort of that order: backends the health tracker reports
+   unavailable last (never dropped: when all are unavailable this changes nothing, and the tracker's
+   ejection cap decides what "unavailable" means), a weighted split's arms before the backends
+   outside it, and with ``preferLocal`` same-region backends first; so locality narrows the
+   strategy's choice to the healthy local backends while there are any;
+7. latency probes (``probes.py``): for the latency strategy, one unmeasured backend of the leading
+   group may go first, at most once per probe interval per backend.
 
 Refusals raise :class:`RoutingRefused` (an :class:`ApiError`) with a ``reason`` for metrics. Nothing
-here does I/O or reads a clock; randomness (the weighted split without a user) comes from ``rng``.
+here does I/O or reads a clock (the probe slots read their own); randomness (the weighted split
+without a user) comes from ``rng``.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from llmroute_proto.v1 import config_pb2 as pb
 from ..config.snapshot import BackendEntry, ModelEntry
 from ..openai_api.errors import ApiError
 from . import complexity as scoring
-from . import context, regions, rules, strategies
+from . import context, placement, regions, rules, strategies
 from .capabilities import Kind, needs, supports
 from .decision import Decision, Excluded
+from .probes import LatencyProbes, probe
 from .tokens import Estimate, estimate_chat, estimate_embeddings
 
 __all__ = ["Availability", "RequestHints", "RoutingRefused", "plan"]
@@ -138,21 +144,23 @@ def _order(
     latency: strategies.LatencyEstimate | None,
     stream: bool,
     rng: random.Random | None,
-) -> tuple[list[BackendEntry], str | None]:
-    """Candidates in the strategy's order, and the tier the complexity strategy chose."""
+) -> tuple[list[BackendEntry], int, str | None]:
+    """Candidates in the strategy's order, how many of them lead (the weighted split's arms; all
+    for the other strategies), and the tier the complexity strategy chose."""
     if strategy == pb.STRATEGY_WEIGHTED:
         split = {arm.backend: arm.weight for arm in entry.model.split}
         key = f"user:{hints.user}" if hints.user else f"tenant:{hints.tenant}" if hints.tenant else None
-        return strategies.by_weight(candidates, split, key, rng=rng), None
+        ranked = strategies.by_weight(candidates, split, key, rng=rng)
+        return ranked, strategies.arm_count(candidates, split), None
     if strategy == pb.STRATEGY_COST:
-        return strategies.by_cost(candidates, estimate), None
+        return strategies.by_cost(candidates, estimate), len(candidates), None
     if strategy == pb.STRATEGY_LATENCY:
-        return strategies.by_latency(candidates, latency, stream=stream), None
+        return strategies.by_latency(candidates, latency, stream=stream), len(candidates), None
     if strategy == pb.STRATEGY_COMPLEXITY and scorer is not None:
         thresholds = entry.model.complexity if entry.model.HasField("complexity") else None
         tier = scoring.tier_for(scorer.value(), thresholds)
-        return strategies.by_tier(candidates, tier), scoring.tier_name(tier)
-    return candidates, None
+        return strategies.by_tier(candidates, tier), len(candidates), scoring.tier_name(tier)
+    return candidates, len(candidates), None
 
 
 def plan(
@@ -165,12 +173,15 @@ def plan(
     stream: bool = False,
     health: Availability | None = None,
     latency: strategies.LatencyEstimate | None = None,
+    probes: LatencyProbes | None = None,
     rng: random.Random | None = None,
 ) -> Decision:
     """Route one request of ``entry``'s model; raises :class:`RoutingRefused` when none can serve.
 
     ``region`` is the sidecar's own region; ``health`` and ``latency`` come from the health tracker
-    (both optional: without them every backend counts as available and latency as unknown).
+    (both optional: without them every backend counts as available and latency as unknown);
+    ``probes``, the sidecar's probe slots, lets the latency strategy measure unmeasured backends
+    (without it they only ever get fallbacks).
     """
     chat = kind == "chat"
     estimate = estimate_chat(body) if chat else estimate_embeddings(body)
@@ -236,7 +247,7 @@ def plan(
         )
 
     # 5. strategy.
-    ordered, tier = _order(
+    ordered, lead, tier = _order(
         strategy,
         candidates,
         entry,
@@ -248,21 +259,17 @@ def plan(
         rng=rng,
     )
 
-    # 6. locality.
+    # 6. placement: healthy first, split arms before the rest, local first with preferLocal.
     policy = route.regions
-    if policy.prefer_local:
-        ordered = regions.prefer_local(ordered, region)
+    ordered, demoted = placement.place(
+        ordered, lead=lead, region=region, prefer_local=policy.prefer_local, available=health
+    )
 
-    # 7. health: unavailable backends last, kept as a last resort.
-    demoted: tuple[str, ...] = ()
-    if health is not None:
-        up: list[BackendEntry] = []
-        down: list[BackendEntry] = []
-        for b in ordered:
-            (up if health(b) else down).append(b)
-        if up and down:
-            demoted = tuple(b.name for b in down)
-            ordered = up + down
+    # 7. latency probes, within the group that gets traffic first.
+    probed: BackendEntry | None = None
+    if strategy == pb.STRATEGY_LATENCY and probes is not None and latency is not None:
+        group = placement.leading(ordered, region=region, prefer_local=policy.prefer_local, available=health)
+        ordered, probed = probe(ordered, group, latency, probes, stream=stream)
 
     return Decision(
         model=entry.name,
@@ -280,5 +287,6 @@ def plan(
         allowed_regions=tuple(policy.allowed) if policy.allowed else (),
         excluded=tuple(excluded),
         demoted=demoted,
+        probe=probed.name if probed is not None else None,
         truncated=truncated,
     )

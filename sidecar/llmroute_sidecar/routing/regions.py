@@ -1,11 +1,12 @@
-"""Residency and locality: which regions a route may send data to, and which it tries first.
+"""Residency: which regions a route may send data to; and the region label of a decision.
 
 ``regions.allowed`` is a hard filter. A backend outside it is never a candidate, not as a fallback
 and not when every allowed backend is down; the planner answers 503 rather than send a byte
-elsewhere. ``prefer_local`` is a soft preference: a stable partition that moves backends in the
-sidecar's own region ahead of the others and keeps the strategy's order within each group.
-Neighbours: ``planner.py`` applies both; the sidecar's region comes from ``RouterConfig.region``
-(the node's topology label, pushed by the operator) or the ``--region`` flag.
+elsewhere. ``preferLocal``, the soft preference for the sidecar's own region, is one of the
+criteria ``placement.py`` sorts the strategy's order by (it narrows a weighted split to its local
+arms). Neighbours: ``planner.py`` applies the filter and labels the decision; the sidecar's region
+comes from ``RouterConfig.region`` (the node's topology label, pushed by the operator) or the
+``--region`` flag.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from llmroute_proto.v1 import config_pb2 as pb
 
 from ..config.snapshot import BackendEntry
 
-__all__ = ["allowed", "prefer_local", "region_choice"]
+__all__ = ["allowed", "region_choice"]
 
 
 def allowed(
@@ -31,16 +32,6 @@ def allowed(
     for backend in candidates:
         (kept if backend.region in regions else excluded).append(backend)
     return kept, excluded
-
-
-def prefer_local(candidates: Sequence[BackendEntry], region: str) -> list[BackendEntry]:
-    """Backends in ``region`` first, the others after, each group in its given order."""
-    if not region:
-        return list(candidates)
-    local = [b for b in candidates if b.region == region]
-    if not local or len(local) == len(candidates):
-        return list(candidates)
-    return local + [b for b in candidates if b.region != region]
 
 
 def region_choice(first: BackendEntry, region: str) -> str:

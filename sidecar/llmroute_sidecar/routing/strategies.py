@@ -10,6 +10,11 @@ The weighted split uses weighted rendezvous hashing: each arm draws ``-ln(u) / w
 of weights, a user key always draws the same numbers (in every sidecar, across restarts: the hash
 is BLAKE2b, not Python's salted ``hash``), and removing one arm moves only that arm's users. The
 arms follow in the order of their draws, so a user whose arm fails also falls over consistently.
+Because the draws of a subset of arms rank them exactly as the full set does, ``placement.py`` can
+narrow a split to its local arms afterwards and the weights renormalise over them by themselves.
+
+The latency order alone never sends a first request to a backend it has no estimate for;
+``probes.py`` adds the bounded probes that measure such backends.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ from llmroute_proto.v1 import config_pb2 as pb
 from ..config.snapshot import BackendEntry
 from .tokens import Estimate
 
-__all__ = ["LatencyEstimate", "by_cost", "by_latency", "by_tier", "by_weight", "rendezvous_draw"]
+__all__ = [
+    "LatencyEstimate",
+    "arm_count",
+    "by_cost",
+    "by_latency",
+    "by_tier",
+    "by_weight",
+    "rendezvous_draw",
+]
 
 # (backend, streaming) -> seconds (time to first token for streams, total time otherwise), or None
 # while the backend has no history. The health tracker provides it.
@@ -65,6 +78,13 @@ def by_weight(
     return [b for b, _ in ranked] + [b for b in candidates if id(b) not in chosen]
 
 
+def arm_count(candidates: Sequence[BackendEntry], split: Mapping[str, int]) -> int:
+    """How many candidates :func:`by_weight` ranks as arms (and so puts first): those of positive
+    weight, or all of them when none has one."""
+    count = sum(1 for b in candidates if split.get(b.name, 0) > 0)
+    return count or len(candidates)
+
+
 def by_cost(candidates: Sequence[BackendEntry], estimate: Estimate) -> list[BackendEntry]:
     """Cheapest first by the estimated price of this request (unpriced backends count as free)."""
     return sorted(candidates, key=lambda b: b.cost_usd(estimate.input_tokens, estimate.output_tokens))
@@ -73,7 +93,8 @@ def by_cost(candidates: Sequence[BackendEntry], estimate: Estimate) -> list[Back
 def by_latency(
     candidates: Sequence[BackendEntry], latency: LatencyEstimate | None, *, stream: bool
 ) -> list[BackendEntry]:
-    """Fastest first by the latency estimate; backends without one follow, in declared order."""
+    """Fastest first by the latency estimate; backends without one follow, in declared order
+    (``probes.py`` brings them forward now and then, so they are measured)."""
     if latency is None:
         return list(candidates)
 
