@@ -225,4 +225,5 @@ def report_fields(report: BudgetReport) -> dict[str, Any]:
         "resetAt": report.reset_at,
         "alertedPercent": report.alerted_percent,
         "outstandingAllowance": report.extra.get("outstandingAllowance", "0"),
+        "countedUsage": report.extra.get("countedUsage", []),
     }

@@ -3,13 +3,16 @@ persistence, state pushed through the index, period rollover, leases scoped to t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from llmroute_operator.budgets import BudgetService
+from llmroute_operator.budgets.ledger import COUNTED_LIMIT, CountedBatches
 from llmroute_operator.budgets.service import BudgetError
+from llmroute_operator.conditions import report_fields
 from llmroute_operator.configserver.auth import Identity
 from llmroute_operator.contracts import BudgetReport
 from llmroute_operator.index import ClusterIndex
@@ -336,3 +339,101 @@ async def test_a_restarted_operator_keeps_the_recorded_outstanding_allowance_res
         assert later.granted_micro_usd == 5_000_000
     finally:
         await svc.stop()
+
+
+class PartialStore(Store):
+    """A store where some budgets' writes fail: the API server answered for one object, not another."""
+
+    def __init__(self, failing_names: set[str]) -> None:
+        super().__init__()
+        self.failing_names = failing_names
+
+    async def persist(self, namespace: str, name: str, report: BudgetReport) -> None:
+        if name in self.failing_names:
+            raise ConnectionError("API server unreachable")
+        await super().persist(namespace, name, report)
+
+
+def _stored(store: Store) -> dict[str, dict[str, object]]:
+    """What the API server holds after the writes: the status fields the persist callback patched."""
+    return {name: report_fields(report) for name, report in store.reports.items()}
+
+
+def tenant_batch(seq: int, *records: tuple[str, str, str, int], sidecar: str = "s1") -> upb.UsageBatch:
+    return upb.UsageBatch(
+        sidecar_id=sidecar,
+        sequence=seq,
+        records=[
+            upb.UsageRecord(request_id=rid, route=route, tenant=tenant, cost_micro_usd=cost)
+            for rid, route, tenant, cost in records
+        ],
+    )
+
+
+async def test_a_batch_written_but_not_acknowledged_before_a_crash_is_not_counted_again() -> None:
+    # The first leader counts batches 1 and 2 and writes both budgets' status; the chat write lands,
+    # the acme write fails; then it dies before acknowledging anything. The sidecar sends 1 and 2
+    # again to the next leader, which must count them exactly where they are not yet written.
+    index, clock, store = ClusterIndex(), Clock(), PartialStore({"acme"})
+    put_budgets(index)
+    first = BudgetService(index=index, settings=OperatorSettings(), clock=clock, persist=store.persist,
+                          warmup_seconds=-1)  # fmt: skip
+    await first.start()
+    first.mark_ready()
+    sent = [
+        tenant_batch(1, ("r1", "chat", "acme", 1_000_000)),
+        tenant_batch(2, ("r2", "chat", "other", 2_000_000), ("r3", "other", "acme", 4_000_000)),
+    ]
+    for b in sent:
+        await first.report_usage(ALICE, b)
+    with pytest.raises(ConnectionError):
+        await first.persist_now()
+    assert first.acked_sequence(ALICE, "s1") == 0  # acme is not written: nothing acknowledged
+    assert _stored(store)["chat"]["spent"] == "3"
+    assert _stored(store)["chat"]["countedUsage"] == [
+        {"sidecar": "uid-a/s1", "sequence": 2, "at": "2026-03-11T12:00:00Z"}
+    ]
+    # It crashed: its loops stop, and no final write happens (stop() would make one).
+    for task in first._tasks:
+        task.cancel()
+    await asyncio.gather(*first._tasks, return_exceptions=True)
+
+    fresh_index = ClusterIndex()
+    put_budgets(fresh_index, _stored(store))
+    clock.now += timedelta(seconds=20)
+    second = BudgetService(index=fresh_index, settings=OperatorSettings(), clock=clock,
+                           persist=Store().persist, warmup_seconds=-1)  # fmt: skip
+    await second.start()
+    second.mark_ready()
+    try:
+        for b in [*sent, tenant_batch(3, ("r4", "chat", "x", 500_000))]:
+            await second.report_usage(ALICE, b)
+        assert second.budget_report(NS, "chat").spent == "3.5"  # type: ignore[union-attr]
+        assert second.budget_report(NS, "acme").spent == "5"  # type: ignore[union-attr]
+        assert second.recounts_refused == 2  # batches 1 and 2, for chat only
+        await second.persist_now()
+        assert second.acked_sequence(ALICE, "s1") == 3
+        # Another sidecar instance (a restarted sidecar: a new id) has its own sequence space.
+        await second.report_usage(ALICE, tenant_batch(1, ("r5", "chat", "x", 250_000), sidecar="s1-new"))
+        assert second.budget_report(NS, "chat").spent == "3.75"  # type: ignore[union-attr]
+    finally:
+        await second.stop()
+
+
+def test_counted_batches_keep_the_highest_sequence_and_forget_idle_sidecars() -> None:
+    counted = CountedBatches()
+    counted.record("p/s", 5, NOW)
+    counted.record("p/s", 3, NOW + timedelta(minutes=1))  # an older batch never lowers the mark
+    assert counted.includes("p/s", 5) and counted.includes("p/s", 1) and not counted.includes("p/s", 6)
+    assert not counted.includes("p/other", 1)
+    counted.record("p/quiet", 1, NOW - timedelta(hours=2))
+    counted.prune(NOW)
+    assert set(counted.last) == {"p/s"}
+    for i in range(COUNTED_LIMIT + 5):
+        counted.record(f"p/{i}", 1, NOW + timedelta(milliseconds=i))
+    counted.prune(NOW + timedelta(seconds=30))
+    assert (
+        len(counted.last) == COUNTED_LIMIT
+        and "p/s" not in counted.last
+        and f"p/{COUNTED_LIMIT + 4}" in counted.last
+    )

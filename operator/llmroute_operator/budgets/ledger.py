@@ -1,5 +1,6 @@
-"""Spend bookkeeping, pure: one budget's spend in its current period, and the sequence log that makes
-usage batches count exactly once.
+"""Spend bookkeeping, pure: one budget's spend in its current period, and the sequence logs that make
+usage batches count exactly once: :class:`BatchLog` (in memory, for acknowledgements) and
+:class:`CountedBatches` (stored with the spend, so a batch re-sent after a crash is not counted again).
 
 Money is integer micro-USD throughout (the unit usage records carry), turned into decimal strings only
 at the edge (:func:`from_micro`), so sums over millions of records never drift. ``service.py`` owns the
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
 from llmroute_proto.periods import Window
 
-__all__ = ["BatchLog", "BudgetLedger", "Limits", "State", "from_micro", "to_micro"]
+__all__ = ["BatchLog", "BudgetLedger", "CountedBatches", "Limits", "State", "from_micro", "to_micro"]
 
 State = Literal["Normal", "SoftLimited", "Exhausted"]
 _MICRO = Decimal(1_000_000)
@@ -138,3 +139,43 @@ class BatchLog:
             self.watermark += 1
             moved = True
         return moved
+
+
+#: How long a sidecar's entry stays in ``status.countedUsage`` after its last counted batch. A batch
+#: is re-sent only when its acknowledgement was lost (a crash, a dropped stream), and a sidecar re-sends
+#: within its reconnect backoff (30 s at most by default); an hour is ample and bounds the list.
+COUNTED_HORIZON = timedelta(hours=1)
+#: At most this many entries per budget (the newest), so status stays far below etcd's object limit.
+COUNTED_LIMIT = 10_000
+
+
+@dataclass
+class CountedBatches:
+    """Per sidecar instance, the last usage batch whose spend one budget's ledger includes.
+
+    Stored in ``LLMBudget.status.countedUsage`` by the same write as the spend, so the two can never
+    disagree: after a crash between that write and the acknowledgement, the sidecar sends the batch
+    again and the next leader, seeded from status, recognises it. A sidecar sends its batches in
+    sequence order on one stream, so the spend always includes a prefix of them: remembering the last
+    sequence is enough. A sidecar instance that restarts has a new id, hence a new sequence space.
+    """
+
+    last: dict[str, tuple[int, datetime]] = field(default_factory=dict)  # sidecar -> (sequence, when)
+
+    def includes(self, sidecar: str, sequence: int) -> bool:
+        entry = self.last.get(sidecar)
+        return entry is not None and sequence <= entry[0]
+
+    def record(self, sidecar: str, sequence: int, now: datetime) -> None:
+        entry = self.last.get(sidecar)
+        if entry is None or sequence > entry[0]:
+            self.last[sidecar] = (sequence, now)
+
+    def prune(self, now: datetime) -> None:
+        """Forget sidecars idle past :data:`COUNTED_HORIZON`, and the oldest beyond :data:`COUNTED_LIMIT`."""
+        stale = [s for s, (_, at) in self.last.items() if now - at > COUNTED_HORIZON]
+        for sidecar in stale:
+            del self.last[sidecar]
+        if len(self.last) > COUNTED_LIMIT:
+            newest = sorted(self.last.items(), key=lambda item: item[1][1], reverse=True)[:COUNTED_LIMIT]
+            self.last = dict(newest)

@@ -6,7 +6,10 @@
   never loses or resets spend.
 - Usage batches (from the config server's UsageReporting stream) are de-duplicated by
   (verified caller, sidecar id, sequence) and then by request id, attributed to every budget whose
-  scope matches, and acknowledged once persisted (``persist``; see the package docstring).
+  scope matches, and acknowledged once persisted (``persist``; see the package docstring). Each
+  budget's status also records, per sidecar, the last batch its spend includes (``countedUsage``,
+  written with the spend), so a batch re-sent after a crash between that write and the
+  acknowledgement is recognised by the next leader and not counted twice.
 - Budget state (Normal / SoftLimited / Exhausted) and the period are written back into the index as a
   status overlay, so the compiler pushes the downgrade to sidecars; :meth:`budget_report` tells the
   status writer what ``LLMBudget.status`` should say.
@@ -43,7 +46,7 @@ from ..contracts import BudgetReport
 from ..index import ClusterIndex
 from ..settings import OperatorSettings
 from .leases import Lease, LeaseBook
-from .ledger import BatchLog, BudgetLedger, Limits, from_micro, to_micro
+from .ledger import BatchLog, BudgetLedger, CountedBatches, Limits, from_micro, to_micro
 
 __all__ = ["BudgetError", "BudgetObserver", "BudgetService"]
 
@@ -115,6 +118,7 @@ class _Budget:
     leases: LeaseBook
     persisted_revision: int = -1
     persisted_alerted: int = 0
+    counted: CountedBatches = field(default_factory=CountedBatches)  # stored with the spend
     overlaid: tuple[str, datetime, datetime] | None = None  # (state, period start, end) put in the index
 
 
@@ -135,6 +139,11 @@ class _Idempotent:
 
 def _owner(identity: Identity, sidecar_id: str) -> str:
     return f"{identity.namespace}/{identity.pod_uid}/{sidecar_id}"
+
+
+def _instance(identity: Identity, sidecar_id: str) -> str:
+    """The sidecar instance as ``status.countedUsage`` names it (the budget fixes the namespace)."""
+    return f"{identity.pod_uid}/{sidecar_id}"
 
 
 class BudgetService:
@@ -188,6 +197,7 @@ class BudgetService:
         self._syncing = False
         self.duplicates = 0  # batches and records ignored as already counted
         self.late_records = 0  # records of a period that already ended
+        self.recounts_refused = 0  # (batch, budget) pairs a stored status already counted
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -316,6 +326,7 @@ class BudgetService:
             ledger = BudgetLedger(window=window, limits=limits)
             _seed(ledger, budget.status)
             tracked = _Budget(key, spec, ledger, LeaseBook(ttl=self._lease_ttl, grace=self._lease_grace))
+            tracked.counted = _counted(budget.status)
             previous = _outstanding(budget.status, ledger)
             if previous > 0:
                 # Leases of the previous run: reserved until they have certainly expired.
@@ -403,7 +414,16 @@ class BudgetService:
             return
         now = self._clock()
         self._roll(now)
-        scoped = [b for b in self._budgets.values() if b.key[0] == identity.namespace]
+        instance = _instance(identity, batch.sidecar_id)
+        scoped = []
+        for tracked in self._budgets.values():
+            if tracked.key[0] != identity.namespace:
+                continue
+            if tracked.counted.includes(instance, batch.sequence):
+                # Counted and written by an earlier leader that did not live to acknowledge it.
+                self.recounts_refused += 1
+                continue
+            scoped.append(tracked)
         touched: dict[Key, _Budget] = {}
         for record in batch.records:
             if self._seen_request(identity.namespace, record.request_id):
@@ -419,6 +439,8 @@ class BudgetService:
                 tracked.ledger.add(record.cost_micro_usd)
                 tracked.leases.observe(owner, record.cost_micro_usd)
                 touched[tracked.key] = tracked
+        for tracked in touched.values():
+            tracked.counted.record(instance, batch.sequence, now)
         batches.accept(batch.sequence, {key: t.ledger.revision for key, t in touched.items()})
         for tracked in touched.values():
             self._changed(tracked)
@@ -466,18 +488,25 @@ class BudgetService:
         """Write every budget whose report changed since it was last written."""
         if self._persist is None:
             return
+        failed: Exception | None = None
         for tracked in list(self._budgets.values()):
             ledger = tracked.ledger
             if tracked.persisted_revision == ledger.revision:
                 continue
             revision, report = ledger.revision, self._report(tracked)
-            await self._persist(tracked.key[0], tracked.key[1], report)
+            try:
+                await self._persist(tracked.key[0], tracked.key[1], report)
+            except Exception as exc:  # one refused object must not hold the other budgets' writes back
+                failed = failed or exc
+                continue
             tracked.persisted_revision = revision
             tracked.persisted_alerted = max(tracked.persisted_alerted, report.alerted_percent)
             ledger.alerted_percent = max(ledger.alerted_percent, report.alerted_percent)
             for percent in report.new_alerts:
                 self._observer.budget_alert(*tracked.key, percent)
         self._advance()
+        if failed is not None:
+            raise failed
 
     async def _persister(self) -> None:
         failing = False
@@ -534,18 +563,26 @@ class BudgetService:
 
     def _report(self, tracked: _Budget) -> BudgetReport:
         ledger = tracked.ledger
+        now = self._clock()
         crossed = ledger.crossed()
         alerted = max((*crossed, ledger.alerted_percent))
+        tracked.counted.prune(now)
         return BudgetReport(
             spent=from_micro(ledger.spent),
             remaining=from_micro(ledger.remaining),
-            forecast=from_micro(ledger.forecast(self._clock())),
+            forecast=from_micro(ledger.forecast(now)),
             state=ledger.state,
             period_start=_rfc3339(ledger.window.start),
             reset_at=_rfc3339(ledger.window.end),
             alerted_percent=alerted,
             new_alerts=tuple(p for p in crossed if p > tracked.persisted_alerted),
-            extra={"outstandingAllowance": from_micro(tracked.leases.outstanding)},
+            extra={
+                "outstandingAllowance": from_micro(tracked.leases.outstanding),
+                "countedUsage": [
+                    {"sidecar": sidecar, "sequence": sequence, "at": _rfc3339(at)}
+                    for sidecar, (sequence, at) in sorted(tracked.counted.last.items())
+                ],
+            },
         )
 
     # -- allowances --------------------------------------------------------------------------------
@@ -637,6 +674,14 @@ def _seed(ledger: BudgetLedger, status: LLMBudgetStatus | None) -> None:
         return  # an earlier period (or a changed one): spend starts over
     ledger.spent = to_micro(status.spent)
     ledger.alerted_percent = status.alerted_percent or 0
+
+
+def _counted(status: LLMBudgetStatus | None) -> CountedBatches:
+    """The stored sequence marks, whatever the period: a batch counted then is accounted for."""
+    counted = CountedBatches()
+    for entry in (status.counted_usage if status is not None else None) or ():
+        counted.record(entry.sidecar, entry.sequence, entry.at)
+    return counted
 
 
 def _outstanding(status: LLMBudgetStatus | None, ledger: BudgetLedger) -> int:

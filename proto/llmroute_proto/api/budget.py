@@ -19,6 +19,7 @@ from .common import Condition, DnsLabel, Money, ResourceModel, money
 __all__ = [
     "BudgetLimits",
     "BudgetScope",
+    "CountedUsage",
     "DowngradeStep",
     "LLMBudget",
     "LLMBudgetSpec",
@@ -220,6 +221,16 @@ class LLMBudgetSpec(ResourceModel):
         return self
 
 
+class CountedUsage(ResourceModel):
+    """The last usage batch of one sidecar instance that ``spent`` includes."""
+
+    sidecar: str = Field(
+        min_length=1, max_length=300, description="The sidecar instance: its pod's uid and its own id."
+    )
+    sequence: int = Field(ge=1, description="Sequence number of the last batch of that sidecar counted.")
+    at: datetime = Field(description="When that batch was counted (RFC 3339).")
+
+
 class LLMBudgetStatus(ResourceModel):
     """Observed spend, written by the operator; it survives operator restarts."""
 
@@ -249,6 +260,16 @@ class LLMBudgetStatus(ResourceModel):
         ge=0,
         le=100,
         description="Highest alert threshold already reported in this period.",
+    )
+    counted_usage: list[CountedUsage] | None = Field(
+        default=None,
+        max_length=10000,
+        description=(
+            "Per sidecar that reported usage in the last hour, the last usage batch whose spend `spent` "
+            "includes, written together with it. A batch sent again after the operator crashed before "
+            "acknowledging it is recognised here and not counted twice."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["sidecar"]},
     )
     conditions: list[Condition] | None = Field(
         default=None,
