@@ -23,6 +23,7 @@ import pytest
 from llmroute_fakes.server import FakeProvider
 from llmroute_operator.devcluster import target
 from llmroute_operator.devcluster.kubectl import Kubectl
+from llmroute_operator.webhooks.inject import SIDECAR_LABEL
 from llmroute_proto.v1 import discovery_pb2 as dpb
 
 from .operator_process import OperatorProcess, status_of
@@ -115,14 +116,7 @@ spec:
 @pytest.fixture(scope="module")
 def push(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Push]:
     kubectl = cluster.kubectl
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/llmroutes.llmroute.io",
-        "crd/llmbudgets.llmroute.io",
-    )
+    kubectl.apply_crds(ROOT / "crds")
     ns_a, ns_b = cluster.create_namespace("push-a"), cluster.create_namespace("push-b")
     for ns in (ns_a, ns_b):
         kubectl.run("create", "serviceaccount", "app", "-n", ns)
@@ -234,6 +228,38 @@ def test_secret_rotation_and_route_deletion(push: Push) -> None:
         client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
     push.apply(route(push.ns_a, push.provider.base_url))  # back, for the tests below
     _until_all(push, lambda s: s.route_names() == ["chat"], "route back")
+
+
+def test_a_pod_label_change_pushes_the_new_config_without_a_reconnect(push: Push) -> None:
+    # As the injection webhook labels an injected pod: the operator watches exactly those pods.
+    token = make_pod(push.kubectl, push.ns_a, "relabel-me", {"app": "web", SIDECAR_LABEL: "injected"})
+    sidecar = SidecarProcess("relabel-me", push.ns_a, token, push.operator.config_port, push.ca, push.workdir)
+    sidecar.start()
+    try:
+        poll(
+            lambda: sidecar.config_dump().get("version"),
+            timeout=60,
+            what="the relabelled pod's sidecar connected",
+        )
+        assert sidecar.route_names() == []  # app=web: the route selects app=chat
+        started = time.monotonic()
+        push.kubectl.run("label", "pod", "relabel-me", "-n", push.ns_a, "app=chat", "--overwrite")
+        poll(lambda: sidecar.route_names() == ["chat"], what="the route after the label change")
+        FIGURES["label_change_to_config_s"] = round(time.monotonic() - started, 3)
+        poll(
+            lambda: (_route_status(push).get("sidecars") or {}).get("matched") == 4,
+            what="the route's status counts the relabelled pod",
+        )
+        assert "reconnecting" not in sidecar.log.read_text()  # one stream throughout
+        push.kubectl.run("label", "pod", "relabel-me", "-n", push.ns_a, "app=web", "--overwrite")
+        poll(lambda: sidecar.route_names() == [], what="the route gone after the label is removed")
+    finally:
+        sidecar.stop()
+        push.kubectl.run("delete", "pod", "relabel-me", "-n", push.ns_a, "--wait=false")
+    poll(
+        lambda: (_route_status(push).get("sidecars") or {}).get("matched") == 3,
+        what="the route's status back to the three sidecars",
+    )
 
 
 def test_cross_namespace_attack_is_refused(push: Push) -> None:

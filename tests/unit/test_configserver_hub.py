@@ -284,3 +284,38 @@ async def test_pods_selecting_the_same_routes_share_one_compile(
     h._compile = counting  # type: ignore[method-assign]
     h.flush(NS)
     assert len(compiled) == 2  # one for the chat pods, one for the web pod
+
+
+async def test_a_label_change_pushes_the_config_the_new_labels_select(
+    hub: tuple[ConfigHub, ClusterIndex, Pods, Observer],
+) -> None:
+    h, index, pods, _ = hub
+    apply(index, resources())
+    web = await h.open(pods.add("web-1", {"app": "web"}), hello())
+    first = web.queue.get_nowait()
+    assert [r.name for r in first.config.routes] == []
+    h.answer(web, dpb.ConfigRequest(version_info=first.version, response_nonce=first.nonce))
+    await asyncio.sleep(0.1)  # the apply's debounced recompile: nothing new for this pod
+    assert web.queue.empty() and h.route_sync(NS, "chat").matched == 0
+    # Another pod's change, or the same labels again, changes nothing.
+    assert h.relabel(NS, "other", "uid-other", {"app": "chat"}) == 0
+    assert h.relabel(NS, "web-1", "uid-web-1", {"app": "web"}) == 0
+    # A replaced pod of the same name (another uid) is not this session's pod.
+    assert h.relabel(NS, "web-1", "uid-new", {"app": "chat"}) == 0
+    assert web.queue.empty()
+    # kubectl label pod web-1 app=chat: the route now selects it, pushed without a reconnect.
+    assert h.relabel(NS, "web-1", "uid-web-1", {"app": "chat", "pod-template-hash": "x"}) == 1
+    push = web.queue.get_nowait()
+    assert [r.name for r in push.config.routes] == ["chat"]
+    assert (h.route_sync(NS, "chat").matched, h.route_sync(NS, "chat").synced) == (1, 0)
+    h.answer(web, dpb.ConfigRequest(version_info=push.version, response_nonce=push.nonce))
+    assert h.route_sync(NS, "chat").synced == 1
+    # Later recompiles use the new labels too.
+    apply(index, resources(key="sk-2"))
+    await asyncio.sleep(0.15)
+    rotated = web.queue.get_nowait()
+    assert rotated.config.credentials[0].api_key.key == "sk-2"
+    h.answer(web, dpb.ConfigRequest(version_info=rotated.version, response_nonce=rotated.nonce))
+    # And a label removed takes the route away again.
+    assert h.relabel(NS, "web-1", "uid-web-1", {"app": "web"}) == 1
+    assert [r.name for r in web.queue.get_nowait().config.routes] == []

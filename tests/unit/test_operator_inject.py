@@ -84,6 +84,7 @@ def test_native_sidecar_shape() -> None:
     assert token == {"audience": "llmroute", "expirationSeconds": 1800, "path": "token"}
     assert volumes[i.CA_VOLUME]["configMap"]["name"] == i.CA_CONFIGMAP
     assert pod["metadata"]["annotations"][i.ANNOTATION_INJECTED] == "9.9.9"
+    assert pod["metadata"]["labels"][i.SIDECAR_LABEL] == "injected"
 
 
 def test_sidecar_goes_first_among_init_containers() -> None:
@@ -134,7 +135,8 @@ def test_annotation_alone_does_not_stop_injection() -> None:
     pod = _pod({i.ANNOTATION_INJECTED: "0.0.1"})
     plan = i.plan(pod, namespace_labels=ENABLED, config=CONFIG)
     assert plan.action == "inject"
-    assert "metadata" not in plan.patch  # the version annotation is already there
+    # The version annotation is already there; only the label the operator watches pods by is added.
+    assert plan.patch["metadata"] == {"labels": {i.SIDECAR_LABEL: "injected"}}
 
 
 def test_port_collision_is_refused_with_the_container_and_port() -> None:

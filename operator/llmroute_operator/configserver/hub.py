@@ -185,6 +185,31 @@ class ConfigHub:
                 return region
         return node.region
 
+    def relabel(self, namespace: str, pod_name: str, pod_uid: str, labels: Mapping[str, Any]) -> int:
+        """A pod's labels changed (the pod watch of ``handlers/pods.py``): its sessions get the config
+        their new labels select, now, without reconnecting. Returns how many sessions changed.
+
+        kopf may call this from a handler thread, like the index listener.
+        """
+        new = {str(k): str(v) for k, v in labels.items()}
+        if self._loop is not None and threading.get_ident() != self._loop_thread:
+            self._loop.call_soon_threadsafe(self.relabel, namespace, pod_name, pod_uid, new)
+            return 0
+        changed = 0
+        for handle in list(self._sessions.get(namespace, {}).values()):
+            identity = handle.session.identity
+            if identity.pod_name != pod_name or (pod_uid and identity.pod_uid != pod_uid):
+                continue
+            if handle.session.labels == new:
+                continue
+            log.info("pod %s/%s relabelled: recompiling its sidecar's config", namespace, pod_name)
+            handle.session.labels = new
+            changed += 1
+            if self._ready.is_set():
+                view = self._index.view(namespace)
+                self._offer(handle, self._compile(view, new, handle.session.region), self._clock())
+        return changed
+
     def close(self, handle: SessionHandle) -> None:
         sessions = self._sessions.get(handle.namespace, {})
         if sessions.pop(handle.session.id, None) is not None:

@@ -56,6 +56,7 @@ __all__ = [
     "ANNOTATION_INJECTED",
     "CA_CONFIGMAP",
     "NAMESPACE_LABEL",
+    "SIDECAR_LABEL",
     "SIDECAR_NAME",
     "InjectionConfig",
     "InjectionRefused",
@@ -70,6 +71,9 @@ ANNOTATION_INJECTED = "llmroute.io/injected"
 ANNOTATION_SKIPPED = "llmroute.io/injection-skipped"
 ANNOTATION_BASE_URL_KEPT = "llmroute.io/openai-base-url-kept"
 NAMESPACE_LABEL = "llmroute.io/injection"
+#: Set on every injected pod, so the operator can watch exactly those pods (a label selector; an
+#: annotation cannot be selected) and push a new config when their labels change.
+SIDECAR_LABEL = "llmroute.io/sidecar"
 
 SIDECAR_NAME = "llmroute-sidecar"
 TOKEN_VOLUME = "llmroute-token"
@@ -329,11 +333,17 @@ def plan(
         annotations_patch[ANNOTATION_INJECTED] = config.version
     if kept and annotations.get(ANNOTATION_BASE_URL_KEPT) != ",".join(kept):
         annotations_patch[ANNOTATION_BASE_URL_KEPT] = ",".join(kept)
+    labels = meta.get("labels") or {}
     patch: dict[str, Any] = {}
     if spec_patch:
         patch["spec"] = spec_patch
+    metadata_patch: dict[str, Any] = {}
     if annotations_patch:
-        patch["metadata"] = {"annotations": annotations_patch}
+        metadata_patch["annotations"] = annotations_patch
+    if labels.get(SIDECAR_LABEL) != "injected":
+        metadata_patch["labels"] = {SIDECAR_LABEL: "injected"}
+    if metadata_patch:
+        patch["metadata"] = metadata_patch
     if existing is not None:
         return Plan("present", "the sidecar is already there", patch=patch)
     warnings = tuple(f'container "{name}" sets {BASE_URL_ENV} itself; it was left as it is' for name in kept)
