@@ -1,5 +1,5 @@
 # llmroute — every target does its own set-up on a fresh machine.
-#   make test   lint, types, fresh-checks and every test tier (unit, integration, e2e)
+#   make test   lint, types, fresh-checks and every test tier (unit, integration, fuzz, e2e, reliability)
 #   make demo   the main job on an embedded local control plane
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -20,8 +20,8 @@ endef
 .PHONY: help
 help:
 	@echo "make demo        run the demo on an embedded local control plane"
-	@echo "make test        lint + typecheck + fresh-checks + unit, integration and e2e tests"
-	@echo "make test-unit | test-integration | test-e2e    one tier"
+	@echo "make test        lint + typecheck + fresh-checks + unit, integration, fuzz, e2e and reliability tests"
+	@echo "make test-unit | test-integration | test-fuzz | test-e2e | test-reliability    one tier"
 	@echo "make lint | typecheck | proto | crds | docs | check-generated"
 	@echo "make controlplane | cluster-up | cluster-down    the local kube-apiserver + etcd"
 	@echo "make images | kind-e2e    container images (needs Docker); the kind end-to-end test (needs Docker and kind)"
@@ -90,8 +90,16 @@ test-integration: $(STAMP) system-deps
 test-e2e: $(STAMP) system-deps controlplane
 	$(call run_tier,e2e)
 
+.PHONY: test-fuzz
+test-fuzz: $(STAMP) system-deps
+	$(call run_tier,fuzz)
+
+.PHONY: test-reliability
+test-reliability: $(STAMP) system-deps controlplane
+	$(call run_tier,reliability)
+
 .PHONY: test
-test: lint typecheck check-generated test-unit test-integration test-e2e
+test: lint typecheck check-generated test-unit test-integration test-fuzz test-e2e test-reliability
 	@echo "==> all tiers passed"
 
 .PHONY: images

@@ -185,8 +185,7 @@ def run(
     urls["anthropic"] = providers["anthropic"].url
     say("kubectl apply -f crds/")
     show(kubectl.run("apply", "--server-side", "-f", str(ROOT / "crds")).stdout)
-    kubectl.run("wait", "--for=condition=Established", "--timeout=60s",
-                "crd/llmroutes.llmroute.io", "crd/llmbudgets.llmroute.io")  # fmt: skip
+    kubectl.wait_established(["crd/llmroutes.llmroute.io", "crd/llmbudgets.llmroute.io"])
     kubectl.run("create", "namespace", NS)
     kubectl.run("label", "namespace", NS, "llmroute.io/injection=enabled")
     for account in sorted({p[2] for p in PODS}):

@@ -70,7 +70,19 @@ class OperatorClient:
     async def start(self) -> None:
         self._task = asyncio.create_task(self.run())
 
-    async def stop(self) -> None:
+    async def stop(self, drain_seconds: float = 0.0) -> None:
+        """Stop the streams; with ``drain_seconds``, first give a connected operator that long to
+        acknowledge the usage still here, so a clean stop (a rollout, a drain) loses none of it."""
+        if self._task is not None and drain_seconds > 0:
+            deadline = asyncio.get_running_loop().time() + drain_seconds
+            while self.connected and (len(self.reporter.buffer) or self.reporter.unacked):
+                if asyncio.get_running_loop().time() >= deadline:
+                    break
+                self.reporter.flush_soon()
+                await asyncio.sleep(0.02)
+            left = len(self.reporter.buffer) + self.reporter.unacked_records
+            if left:
+                log.warning("stopping with %d usage records the operator has not acknowledged", left)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

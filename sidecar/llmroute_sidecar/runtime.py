@@ -145,7 +145,8 @@ class Sidecar:
     async def _serve(self, app: web.Application, addr: str) -> int:
         host, port = split_addr(addr)
         # handler_cancellation: an app that disconnects cancels its handler, and so the upstream call.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        # shutdown_timeout: how long a stop waits for requests in flight (aiohttp's default is 60 s).
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=10.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
@@ -209,17 +210,19 @@ class Sidecar:
         )
 
     async def stop(self, grace: float = 5.0) -> None:
-        await self.policies.budgets.stop()  # gives unspent allowance back while the operator is there
-        if self.operator is not None:
-            await self.operator.stop()
-        for task in self._tasks:
-            task.cancel()
+        # The fronts first: requests in flight finish, and their usage is recorded, before the
+        # budget client gives unspent allowance back and the operator client hands the usage over.
         if self._grpc is not None:
             from .grpc_front import stop_grpc
 
             await stop_grpc(self._grpc, grace)
         for runner in self._runners:
             await runner.cleanup()
+        await self.policies.budgets.stop()  # gives unspent allowance back while the operator is there
+        if self.operator is not None:
+            await self.operator.stop(drain_seconds=grace)
+        for task in self._tasks:
+            task.cancel()
         await self.upstream.close()
         await self.policies.rates.close()
         await self.policies.cache.close()

@@ -25,14 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def crds(kubectl: Kubectl) -> Kubectl:
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/llmroutes.llmroute.io",
-        "crd/llmbudgets.llmroute.io",
-    )
+    kubectl.apply_crds(ROOT / "crds")
     # The aggregated OpenAPI (what kubectl explain reads) is published a moment after Established.
     deadline = time.monotonic() + 30
     while kubectl.run("explain", "llmroute.spec", check=False).returncode != 0:

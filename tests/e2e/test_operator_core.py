@@ -59,14 +59,7 @@ class Core:
 
 
 def apply_crds(kubectl: Kubectl) -> None:
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/llmroutes.llmroute.io",
-        "crd/llmbudgets.llmroute.io",
-    )
+    kubectl.apply_crds(ROOT / "crds")
 
 
 @pytest.fixture(scope="module")

@@ -106,11 +106,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     kubectl = cluster.kubectl
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    kubectl.run(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/llmroutes.llmroute.io", "crd/llmbudgets.llmroute.io",
-    )  # fmt: skip
+    kubectl.apply_crds(ROOT / "crds")
     namespace = cluster.create_namespace("spend")
     kubectl.run("create", "serviceaccount", "app", "-n", namespace)
     workdir = tmp_path_factory.mktemp("spend")

@@ -19,17 +19,24 @@ SCOPE = "ns/chat"
 Factory = Callable[..., Awaitable[RateLimiter]]
 
 
-def _client(url: str) -> redis.asyncio.Redis:
-    # As the glue creates it.
-    return redis.asyncio.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
+def _client(url: str, timeout: float = 0.25) -> redis.asyncio.Redis:
+    # As the glue creates it (0.25 s), unless a test needs room.
+    return redis.asyncio.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+# The burst tests check exactness, not latency: 150 admits at once open 150 connections on one event
+# loop, which a loaded 2-core machine may not finish within the production 0.3 s, and a timed-out
+# call falls back to the local bucket by design. They get room; the outage test keeps the real bounds.
+ROOMY = 5.0
 
 
 @pytest.fixture
 async def limiters(redis_url: str) -> AsyncIterator[Factory]:
     made: list[tuple[RateLimiter, redis.asyncio.Redis]] = []
 
-    async def make(**kwargs: object) -> RateLimiter:
-        client = _client(redis_url)
+    async def make(timeout: float = ROOMY, **kwargs: object) -> RateLimiter:
+        client = _client(redis_url, timeout)
+        kwargs.setdefault("redis_timeout", timeout)
         limiter = RateLimiter(redis=client, **kwargs)  # type: ignore[arg-type]
         made.append((limiter, client))
         return limiter
@@ -110,7 +117,7 @@ async def test_script_is_sent_again_after_script_flush(limiters: Factory, redis_
 async def test_outage_falls_back_to_local_quickly_and_recovers(
     limiters: Factory, redis_server: RedisServer, redis_url: str
 ) -> None:
-    limiter = await limiters(redis_retry=0.1, redis_retry_max=0.2)
+    limiter = await limiters(timeout=0.25, redis_timeout=0.3, redis_retry=0.1, redis_retry_max=0.2)
     limits = [LimitSpec("route", requests_per_minute=3)]
     assert (await _admit(limiter, limits)).allowed
     redis_server.stop()

@@ -152,6 +152,33 @@ class ControlPlane:
         if self._owns_work_dir and not self.keep_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def restart_apiserver(self, *, down_seconds: float = 0.0) -> float:
+        """Stop kube-apiserver (etcd keeps the data), stay down ``down_seconds``, start it again on the
+        same port and certificates; returns the seconds from the start until it was ready again.
+        For fault tests: clients see refused connections, then the same server back."""
+        if self._apiserver is None or self._pki is None:
+            raise ControlPlaneError("this control plane is not started")
+        processes.stop_child(self._apiserver, grace=10.0)
+        self._apiserver = None
+        time.sleep(down_seconds)
+        started = time.monotonic()
+        self._apiserver = processes.spawn(
+            self.apiserver_args(), log_path=self.apiserver_log, persistent=self.persistent
+        )
+        context = self._ssl_context()
+        while not self._ready(context):
+            if self._apiserver.poll() is not None:
+                raise ControlPlaneError(
+                    f"kube-apiserver exited with code {self._apiserver.returncode} on restart; last lines "
+                    f"of {self.apiserver_log}:\n{_tail(self.apiserver_log)}"
+                )
+            if time.monotonic() - started > self.start_timeout:
+                raise ControlPlaneError(
+                    f"kube-apiserver was not ready {self.start_timeout:.0f}s after a restart"
+                )
+            time.sleep(0.2)
+        return time.monotonic() - started
+
     def copy_logs(self, dest: Path) -> list[Path]:
         """Copy the logs into ``dest`` (for test artifacts); returns the copies."""
         dest.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,3 +60,24 @@ class Kubectl:
         """``kubectl create -f -`` of one object; returns the object the server answered with."""
         extra = ["-n", namespace] if namespace else []
         return self.json("create", *extra, "-f", "-", input=json.dumps(manifest))
+
+    def apply_crds(self, folder: Path, *, timeout: float = 60.0) -> None:
+        """``kubectl apply --server-side`` of the CRDs in ``folder``, then :meth:`wait_established`."""
+        applied = self.run("apply", "--server-side", "--force-conflicts", "-o", "name", "-f", str(folder))
+        self.wait_established([line.strip() for line in applied.stdout.splitlines() if line.strip()], timeout)
+
+    def wait_established(self, names: Sequence[str], timeout: float = 60.0) -> None:
+        """Wait until each CRD (``customresourcedefinition.apiextensions.k8s.io/NAME``) is Established.
+
+        Polled rather than ``kubectl wait --for=condition=Established``: that command fails at once
+        ("accessor error: <nil>") when it reads a CRD before the API server wrote its first conditions.
+        """
+        deadline = time.monotonic() + timeout
+        for name in names:
+            while True:
+                conditions = (self.json("get", name).get("status") or {}).get("conditions") or []
+                if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+                    break
+                if time.monotonic() > deadline:
+                    raise KubectlError(("wait", "Established", name), 1, "", f"{name} is not Established")
+                time.sleep(0.1)
