@@ -26,13 +26,15 @@ kopf's final sweep of "hung" tasks, which is why every long-lived part starts fi
 ``--dev``: one throw-away CA (``certs.py``) signs the certificate of both servers; kopf serves the
 webhooks on 127.0.0.1 and registers the Validating/MutatingWebhookConfiguration ``llmroute.io`` itself
 (``settings.admission.managed``); the CA is written to ``--ca-out``. Otherwise the serving certificate
-comes from ``--tls-cert/--tls-key`` and the webhook configurations from the Helm chart.
+comes from ``--tls-cert/--tls-key`` and the webhook configurations from the Helm chart; ``tls_reload.py``
+watches those files and hands a new consistent set to both servers and the peer link while they run.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib.metadata
 import logging
 import os
@@ -40,6 +42,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import threading
 from collections.abc import Awaitable, Callable
@@ -55,6 +58,7 @@ from .configserver import ConfigHub, ConfigServer, ServerTls
 from .configserver.forward import LeaderLink
 from .configserver.peers import MergedSync, PeerSyncBook, SyncReporter
 from .handlers.budgets import BudgetBook, BudgetEvents, BudgetStatus, make_persist, register_budget_handlers
+from .handlers.pods import register_pod_handlers
 from .handlers.routes import RouteBook, RouteStatus, register_route_handlers
 from .handlers.secrets import register_secret_handlers
 from .handlers.status import StatusWriter
@@ -64,6 +68,7 @@ from .kube import GROUP, VERSION, KubeClient, KubeError
 from .leadership import Leadership
 from .metrics import OperatorMetrics, ProbeServer, split_addr
 from .settings import OperatorSettings
+from .tls_reload import ReloadableSslContext, TlsError, TlsFiles, TlsMaterial, TlsWatcher, load_material
 from .validation import parse_budget
 from .webhooks.admission import register_validation_webhooks
 from .webhooks.inject import InjectionConfig
@@ -86,33 +91,43 @@ def _version() -> str:
 
 @dataclass
 class _Tls:
-    cert_pem: bytes
-    key_pem: bytes
-    ca_pem: bytes | None
-    cert_file: Path
-    key_file: Path
-    ca_file: Path | None
+    material: TlsMaterial
+    files: TlsFiles | None  # None in --dev: the throw-away certificate never changes
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.material.cert_pem
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.material.key_pem
+
+    @property
+    def ca_pem(self) -> bytes | None:
+        return self.material.ca_pem
 
 
 def _tls(settings: OperatorSettings, workdir: Path) -> _Tls:
     if settings.dev:
         certs = make_dev_certificates()
-        ca_file, cert_file, key_file = certs.write(workdir)
         if settings.ca_out is not None:
             settings.ca_out.parent.mkdir(parents=True, exist_ok=True)
             settings.ca_out.write_bytes(certs.ca_pem)
-        return _Tls(certs.cert_pem, certs.key_pem, certs.ca_pem, cert_file, key_file, ca_file)
+        return _Tls(load_material(certs.cert_pem, certs.key_pem, certs.ca_pem), None)
     if settings.tls_cert is None or settings.tls_key is None:
         raise SystemExit("llmroute-operator: --tls-cert and --tls-key are required (or run with --dev)")
-    ca = settings.tls_ca.read_bytes() if settings.tls_ca is not None else None
-    return _Tls(
-        settings.tls_cert.read_bytes(),
-        settings.tls_key.read_bytes(),
-        ca,
-        settings.tls_cert,
-        settings.tls_key,
-        settings.tls_ca,
-    )
+    files = TlsFiles(cert=settings.tls_cert, key=settings.tls_key, ca=settings.tls_ca)
+    cert, key, ca = files.read()
+    try:
+        material = load_material(cert, key, ca)
+    except TlsError as exc:
+        try:  # a CA that does not match is the peers' problem (they cannot verify), not fatal here
+            material = dataclasses.replace(load_material(cert, key, None), ca_pem=ca)
+        except TlsError:
+            raise SystemExit(f"llmroute-operator: --tls-cert/--tls-key: {exc}") from None
+        log.warning("%s; replicas will not verify each other until the CA file matches", exc)
+    log.info("serving TLS certificate (%s)", material.describe())
+    return _Tls(material, files)
 
 
 def _operator_address(settings: OperatorSettings, port: int) -> str:
@@ -227,20 +242,83 @@ def _free_port(host: str) -> int:
         return int(probe.getsockname()[1])
 
 
-def _webhook_server(settings: OperatorSettings, tls: _Tls) -> tuple[kopf.WebhookServer, str]:
+class _WebhookServer(kopf.WebhookServer):
+    """kopf's webhook server over our :class:`ReloadableSslContext`, reloaded in place.
+
+    Given certificate files, kopf itself would restart its listener when they change, dropping
+    admission calls in flight, and would stop serving webhooks at a half-written pair (its
+    ``load_cert_chain`` raises). So it gets no files (it then never restarts) and this context.
+    """
+
+    def __init__(self, *, tls: ReloadableSslContext, cadata: bytes, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._reloadable = tls
+        self._cadata = cadata
+
+    def _build_ssl(self) -> tuple[bytes | None, ssl.SSLContext | None]:
+        return self._cadata, self._reloadable.context  # cadata: the caBundle kopf registers in --dev
+
+
+def _webhook_server(
+    settings: OperatorSettings, tls: _Tls, context: ReloadableSslContext
+) -> tuple[kopf.WebhookServer, str]:
     """kopf's webhook server for ``--webhook-addr`` (port 0: a free one), and the URL it announces."""
     host, port = split_addr(settings.webhook_addr, default_host="")
     port = port or _free_port(host)
     announced = settings.webhook_host or (host if host not in ("", "0.0.0.0", "::") else None)
-    server = kopf.WebhookServer(
-        addr=host or None,
-        port=port,
-        host=announced,
-        certfile=str(tls.cert_file),
-        pkeyfile=str(tls.key_file),
-        cafile=str(tls.ca_file) if tls.ca_file is not None else None,
+    server = _WebhookServer(
+        tls=context, cadata=tls.ca_pem or tls.cert_pem, addr=host or None, port=port, host=announced
     )
     return server, f"https://{announced or socket.gethostname()}:{port}/"
+
+
+class _CaConfigMaps(CaPublisher):
+    """The ``llmroute-ca`` ConfigMaps, kept at the CA the operator serves now: after a CA change the
+    namespaces already published get the new bundle (running sidecars re-read it at their next
+    reconnect) and newly injected pods get it too, instead of the CA the operator started with."""
+
+    def update(self, ca_pem: bytes | None) -> None:
+        if ca_pem is None or ca_pem.decode() == self._ca_pem:
+            return
+        self._ca_pem = ca_pem.decode()
+        namespaces, self._done = sorted(self._done), set()
+        task = asyncio.get_running_loop().create_task(self._republish(namespaces), name="llmroute-ca")
+        task.add_done_callback(_log_failure)
+
+    async def _republish(self, namespaces: list[str]) -> None:
+        for namespace in namespaces:
+            try:
+                await self.ensure(namespace)
+            except Exception as exc:  # the next injection there writes it again
+                log.warning("cannot refresh the llmroute-ca ConfigMap in %s: %s", namespace, exc)
+        if namespaces:
+            log.info("published the new CA to the llmroute-ca ConfigMaps of %d namespaces", len(namespaces))
+
+
+def _watch_tls(
+    tls: _Tls,
+    *,
+    settings: OperatorSettings,
+    context: ReloadableSslContext,
+    server: ConfigServer,
+    link: LeaderLink,
+    metrics: OperatorMetrics,
+) -> TlsWatcher | None:
+    """Reload both servers' certificate and the peer link's CA when the files change."""
+    if tls.files is None:
+        metrics.tls_serving(tls.material.not_after)
+        return None
+    watcher = TlsWatcher(
+        files=tls.files,
+        current=tls.material,
+        interval=settings.tls_reload_seconds,
+        check=context.check,
+        observer=metrics,
+    )
+    watcher.on_change(lambda new: server.update_tls(ServerTls(cert_pem=new.cert_pem, key_pem=new.key_pem)))
+    watcher.on_change(context.apply)
+    watcher.on_change(lambda new: link.update_ca(new.ca_pem))
+    return watcher
 
 
 async def _wait_webhooks_registered(op: Operator, *, kube: KubeClient) -> None:
@@ -394,7 +472,12 @@ async def _run(
 
     kopf_settings = kopf.OperatorSettings()
     kopf_settings.posting.level = logging.WARNING
-    kopf_settings.admission.server, op.webhook_url = _webhook_server(settings, tls)
+    register_pod_handlers(registry, kopf_settings, hub=hub, metrics=metrics)
+    webhook_tls = ReloadableSslContext(tls.material, directory=workdir / "webhook-tls")
+    kopf_settings.admission.server, op.webhook_url = _webhook_server(settings, tls, webhook_tls)
+    tls_watcher = _watch_tls(
+        tls, settings=settings, context=webhook_tls, server=server, link=link, metrics=metrics
+    )
     if settings.dev:
         kopf_settings.admission.managed = MANAGED_WEBHOOKS
 
@@ -409,7 +492,9 @@ async def _run(
         version=_version(),
         with_ca=tls.ca_pem is not None,
     )
-    ca = CaPublisher(kube=kube, ca_pem=tls.ca_pem.decode()) if tls.ca_pem is not None else None
+    ca = _CaConfigMaps(kube=kube, ca_pem=tls.ca_pem.decode()) if tls.ca_pem is not None else None
+    if tls_watcher is not None and ca is not None:
+        tls_watcher.on_change(lambda new: ca.update(new.ca_pem))
     register_validation_webhooks(
         registry, settings=settings, index=index, routes=routes, kube=kube, metrics=metrics
     )
@@ -466,6 +551,8 @@ async def _run(
     ]
     if settings.dev:
         background.append(asyncio.create_task(_wait_webhooks_registered(op, kube=kube), name="webhooks"))
+    if tls_watcher is not None:
+        background.append(asyncio.create_task(tls_watcher.run(), name="tls reload"))
     for task in background:
         task.add_done_callback(_log_failure)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -136,6 +137,36 @@ class OperatorMetrics:
             ["call", "result"],
             registry=r,
         )
+        self.tls_reloads = Counter(
+            "llmroute_operator_tls_reloads",
+            "Changes of the serving certificate files: ok (now serving them) or error (inconsistent or "
+            "unreadable; the previous certificate keeps serving).",
+            ["result"],
+            registry=r,
+        )
+        self.tls_expiry = Gauge(
+            "llmroute_operator_tls_certificate_expiry_timestamp_seconds",
+            "notAfter of the serving certificate in use (config server and webhooks), Unix seconds.",
+            registry=r,
+        )
+        self.refusals = Counter(
+            "llmroute_operator_config_server_refusals",
+            "Sidecar calls the config server refused before they reached the hub or the budgets, by "
+            "call and gRPC status (malformed messages, claims that disagree with the token, bad numbers).",
+            ["call", "code"],
+            registry=r,
+        )
+
+    # -- tls_reload.TlsObserver ---------------------------------------------------------------------
+
+    def tls_reloaded(self, result: str) -> None:
+        self.tls_reloads.labels(result).inc()
+
+    def tls_serving(self, not_after: datetime) -> None:
+        self.tls_expiry.set(not_after.timestamp())
+
+    def refused(self, call: str, code: str) -> None:
+        self.refusals.labels(call, code).inc()
 
     # -- handlers and webhooks ----------------------------------------------------------------------
 

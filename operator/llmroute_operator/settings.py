@@ -65,6 +65,7 @@ class OperatorSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    tls_reload_seconds: float = 5.0  # how often the TLS files are checked for a new certificate
     debounce_seconds: float = 0.1
     sidecar: SidecarTemplate = field(default_factory=SidecarTemplate)
 
@@ -182,6 +183,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls-ca", default=_env("LLMROUTE_TLS_CA"), help="CA of the serving certificate [LLMROUTE_TLS_CA]"
     )
     parser.add_argument(
+        "--tls-reload-interval",
+        type=float,
+        default=float(_env("LLMROUTE_TLS_RELOAD_INTERVAL", "5") or 5),
+        help="seconds between checks of the TLS files; a new consistent set is served without a "
+        "restart [LLMROUTE_TLS_RELOAD_INTERVAL]",
+    )
+    parser.add_argument(
         "--sidecar-image",
         default=_env("LLMROUTE_SIDECAR_IMAGE", SidecarTemplate.image),
         help="image injected as the sidecar [LLMROUTE_SIDECAR_IMAGE]",
@@ -227,5 +235,6 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_ca=Path(args.tls_ca) if args.tls_ca else None,
+        tls_reload_seconds=args.tls_reload_interval,
         sidecar=SidecarTemplate(image=args.sidecar_image, redis_url=args.sidecar_redis_url),
     )

@@ -4,9 +4,10 @@ Neighbours: the :class:`~llmroute_operator.index.ClusterIndex` (what to compile)
 (``budgets/``, which the same gRPC server exposes as UsageReporting and Allowances), and the kopf
 handlers, which read :meth:`ConfigHub.route_sync` to write ``LLMRoute.status.sidecars``.
 
-Modules: ``auth`` (who a caller is: TokenReview, claims vs. identity), ``sessions`` (the pure per-sidecar
-ACK/NACK/backpressure state machine), ``hub`` (sessions, debounced recompiles, sync counts), ``server``
-(the gRPC transport: streams, TLS, metadata).
+Modules: ``auth`` (who a caller is: TokenReview, claims vs. identity), ``guard`` (what an authenticated
+caller may still not send: malformed protobuf, another pod's sidecar id, impossible numbers),
+``sessions`` (the pure per-sidecar ACK/NACK/backpressure state machine), ``hub`` (sessions, debounced
+recompiles, sync counts), ``server`` (the gRPC transport: streams, TLS and its reload, metadata).
 
 How ``app.py`` composes it (every argument keyword-only)::
 
@@ -15,6 +16,7 @@ How ``app.py`` composes it (every argument keyword-only)::
     server = ConfigServer(settings=settings, hub=hub, budgets=budgets, kube=kube,
                           tls=ServerTls(cert_pem=..., key_pem=...))   # or tls=None: settings.tls_cert/key
     port = await server.start()           # binds settings.config_addr (or addr=...); returns the port
+    server.update_tls(ServerTls(...))     # a rotated certificate: new handshakes get it (tls_reload.py)
     hub.mark_ready()                      # after the handlers' initial listing fed the index
     ...
     await server.stop(grace=5.0)

@@ -10,7 +10,10 @@ refuses it with UNAVAILABLE instead of forwarding again, so calls never loop. Wh
 moves, forwarded usage streams end with UNAVAILABLE and the sidecar opens a new one, sending its
 unacknowledged batches again; the leader counts each batch once.
 
-:class:`LeaderLink` owns the channel (one per leader address); ``server.py`` uses it.
+:class:`LeaderLink` owns the channel (one per leader address and CA); ``server.py`` uses it. When the
+CA file changes (``tls_reload.py``), :meth:`LeaderLink.update_ca` makes the next call open a channel
+that verifies with the new CA; calls already under way finish on the old one (it closes when they
+end, or after :data:`DRAIN_SECONDS`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = ["FORWARDED", "LeaderLink", "NoLeader", "forwarded", "forwarding_metad
 log = logging.getLogger(__name__)
 
 FORWARDED = "x-llmroute-forwarded"
+DRAIN_SECONDS = 600.0  # how long forwarded calls may go on over a channel with the previous CA
 _PASSED = ("authorization",)
 
 
@@ -68,6 +72,7 @@ class LeaderLink:
         self._address = ""
         self._channel: Any = None
         self._closing: set[asyncio.Task[None]] = set()
+        self._draining: dict[asyncio.Task[None], Any] = {}  # long closes (CA change), cut short by close()
 
     def channel(self) -> Any:
         """The channel to the leader; :class:`NoLeader` when there is none to forward to."""
@@ -93,14 +98,32 @@ class LeaderLink:
             log.info("forwarding spend calls to the leader at %s", address)
         return self._channel
 
-    def _retire(self) -> None:
+    def update_ca(self, ca_pem: bytes | None) -> None:
+        """Verify the leader with ``ca_pem`` from the next call on."""
+        if ca_pem == self._ca_pem:
+            return
+        self._ca_pem = ca_pem
+        if self._channel is not None:
+            log.info("the CA changed: new forwarded calls use a new channel to the leader")
+            self._retire(grace=DRAIN_SECONDS)
+
+    def _retire(self, grace: float = 1.0) -> None:
         old, self._channel = self._channel, None
         if old is not None:
-            task = asyncio.get_running_loop().create_task(old.close(grace=1.0))
+            task = asyncio.get_running_loop().create_task(old.close(grace=grace))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+            if grace > 1.0:
+                self._draining[task] = old
+                task.add_done_callback(lambda done: self._draining.pop(done, None))
 
     async def close(self) -> None:
         self._retire()
+        draining = list(self._draining.items())
+        for task, _ in draining:
+            task.cancel()  # channels draining after a CA change: the operator stops now
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._closing, return_exceptions=True)
+        for _, channel in draining:
+            with contextlib.suppress(Exception):
+                await channel.close()

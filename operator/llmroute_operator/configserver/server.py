@@ -1,13 +1,20 @@
 """The config server's transport: one gRPC/TLS server hosting ConfigDiscovery, UsageReporting,
 Allowances and Peers (``settings.config_addr``, ``:14100``).
 
-Every call is authenticated first (``auth.py``: bearer token -> TokenReview -> :class:`Identity`);
-after that this module only moves messages: discovery requests to the hub (``hub.py``), responses
-from the session's queue to the wire, usage batches and lease calls to the budget service
-(``budgets/``) when this replica leads and to the leader (``forward.py``) when it does not, acks back;
-peer sync reports into ``peers.py``'s book. Refusals map onto gRPC statuses: UNAUTHENTICATED (no or bad token),
-PERMISSION_DENIED (claims that disagree with the token, a token without a pod), UNAVAILABLE (the API
-server could not review the token).
+Every call is authenticated first (``auth.py``: bearer token -> TokenReview -> :class:`Identity`),
+and what the caller says is checked against that identity (``guard.py``: malformed protobuf, foreign
+sidecar ids or namespaces, impossible numbers); after that this module only moves messages:
+discovery requests to the hub (``hub.py``), responses from the session's queue to the wire, usage
+batches and lease calls to the budget service (``budgets/``) when this replica leads and to the
+leader (``forward.py``) when it does not, acks back; peer sync reports into ``peers.py``'s book.
+Refusals map onto gRPC statuses: UNAUTHENTICATED (no or bad token), PERMISSION_DENIED (claims that
+disagree with the token, a token without a pod), UNAVAILABLE (the API server could not review the
+token), INVALID_ARGUMENT (``guard.py``), RESOURCE_EXHAUSTED (a message over
+``guard.MAX_MESSAGE_BYTES``, refused by gRPC itself).
+
+TLS: the serving pair can change while the server runs (``tls_reload.py`` watches the files;
+:meth:`ConfigServer.update_tls`). The server uses gRPC's dynamic credentials, whose fetcher gRPC calls
+at every new handshake: new connections get the new certificate, streams already open keep theirs.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +42,7 @@ from llmroute_proto.v1 import usage_pb2_grpc as upb_grpc
 from ..settings import OperatorSettings
 from .auth import AuthError, Identity, IdentityApi, TokenAuthenticator, authorize, bearer_token
 from .forward import LeaderLink, NoLeader, forwarded, forwarding_metadata
+from .guard import MAX_MESSAGE_BYTES, ParseGuard, Refusal, check_lease_call, check_usage_batch
 from .hub import ConfigHub
 from .peers import PeerSyncBook
 
@@ -63,21 +72,57 @@ class ServerTls:
         return cls(cert_pem=cert.read_bytes(), key_pem=key.read_bytes())
 
 
-class _Authenticated:
-    """Shared by the three services: authenticate a call or abort it."""
+class _Certificates:
+    """The serving pair for new handshakes. gRPC calls :meth:`fetch` from its own threads, at every
+    handshake: it answers None (no change) until :meth:`update` stored a new pair."""
 
-    def __init__(self, authenticator: TokenAuthenticator) -> None:
+    def __init__(self, tls: ServerTls) -> None:
+        self._lock = threading.Lock()
+        self._pending: Any = None
+        self.initial = _configuration(tls)
+
+    def update(self, tls: ServerTls) -> None:
+        configuration = _configuration(tls)
+        with self._lock:
+            self._pending = configuration
+
+    def fetch(self) -> Any:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        return pending
+
+
+def _configuration(tls: ServerTls) -> Any:
+    return grpc.ssl_server_certificate_configuration([(tls.key_pem, tls.cert_pem)])
+
+
+class _Authenticated:
+    """Shared by the services: authenticate a call or abort it; refuse what ``guard.py`` refuses."""
+
+    _service = ""  # as metrics name it
+
+    def __init__(self, authenticator: TokenAuthenticator, observer: ServerObserver) -> None:
         self._authenticator = authenticator
+        self._observer = observer
 
     async def identity(self, context: Context) -> Identity:
         try:
             token = bearer_token(context.invocation_metadata())
             return await self._authenticator.authenticate(token)
         except AuthError as exc:
-            await _abort(context, _CODES[exc.code], exc.message)
+            await self._refuse(context, _CODES[exc.code], exc.message)
         except Exception as exc:
             log.warning("TokenReview failed: %s", exc)
             await _abort(context, grpc.StatusCode.UNAVAILABLE, f"cannot verify the token now: {exc}")
+
+    async def _refuse(self, context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
+        """Abort a call whose caller is at fault (counted by service and status)."""
+        self._observer.refused(self._service, code.name)
+        await _abort(context, code, message)
+
+    async def _refusal(self, context: Context, refusal: Refusal) -> NoReturn:
+        log.info("refused a call of %s: %s", context.peer(), refusal.message)
+        await self._refuse(context, getattr(grpc.StatusCode, refusal.code), refusal.message)
 
 
 async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoReturn:
@@ -85,9 +130,20 @@ async def _abort(context: Context, code: grpc.StatusCode, message: str) -> NoRet
     raise AssertionError("unreachable: abort raises")
 
 
+async def _checked(
+    requests: AsyncIterator[upb.UsageBatch], identity: Identity, sidecar_id: str
+) -> AsyncIterator[upb.UsageBatch]:
+    """The rest of a usage stream, each batch checked (``guard.Refusal`` ends the stream)."""
+    async for batch in requests:
+        check_usage_batch(identity, batch, sidecar_id=sidecar_id)
+        yield batch
+
+
 class _Discovery(dpb_grpc.ConfigDiscoveryServicer, _Authenticated):
-    def __init__(self, authenticator: TokenAuthenticator, hub: ConfigHub) -> None:
-        _Authenticated.__init__(self, authenticator)
+    _service = "config"
+
+    def __init__(self, authenticator: TokenAuthenticator, hub: ConfigHub, observer: ServerObserver) -> None:
+        _Authenticated.__init__(self, authenticator, observer)
         self._hub = hub
 
     async def StreamConfig(
@@ -104,7 +160,7 @@ class _Discovery(dpb_grpc.ConfigDiscoveryServicer, _Authenticated):
             handle = await self._hub.open(identity, hello)
         except AuthError as exc:
             log.warning("refused sidecar %s: %s", hello.node.id or "?", exc.message)
-            await _abort(context, _CODES[exc.code], exc.message)
+            await self._refuse(context, _CODES[exc.code], exc.message)
         except Exception as exc:  # the Pod could not be read: the API server is the problem, not the caller
             log.warning("cannot open a session for %s: %s", identity, exc)
             await _abort(context, grpc.StatusCode.UNAVAILABLE, f"cannot look up the pod now: {exc}")
@@ -123,7 +179,9 @@ class _Discovery(dpb_grpc.ConfigDiscoveryServicer, _Authenticated):
                 yield get.result().response()
             failure = None if reader.cancelled() else reader.exception()
             if isinstance(failure, AuthError):
-                await _abort(context, _CODES[failure.code], failure.message)
+                await self._refuse(context, _CODES[failure.code], failure.message)
+            elif isinstance(failure, grpc.aio.AbortError):
+                raise failure  # the reader refused a malformed request (guard.ParseGuard)
             elif failure is not None:
                 log.warning("config stream of %s failed: %s", identity, failure)
         finally:
@@ -172,13 +230,12 @@ class _Spend(_Authenticated):
         budgets: BudgetService,
         leadership: _Leadership,
         link: LeaderLink | None,
-        observer: ForwardObserver,
+        observer: ServerObserver,
     ) -> None:
-        _Authenticated.__init__(self, authenticator)
+        _Authenticated.__init__(self, authenticator, observer)
         self._budgets = budgets
         self._leadership = leadership
         self._link = link
-        self._observer = observer
 
     async def _route(self, context: Context) -> tuple[Identity, Any]:
         """The verified caller, and the leader's channel (None: serve here)."""
@@ -200,6 +257,8 @@ class _Spend(_Authenticated):
 
 
 class _Usage(upb_grpc.UsageReportingServicer, _Spend):
+    _service = "usage"
+
     def __init__(self, *args: Any) -> None:
         _Spend.__init__(self, *args)
         # Streams served here: [identity, sidecar id, last ack sent] (flush_acks reads them).
@@ -226,8 +285,11 @@ class _Usage(upb_grpc.UsageReportingServicer, _Spend):
         except StopAsyncIteration:
             return
         sidecar_id = first.sidecar_id
-        if not sidecar_id:
-            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "UsageBatch.sidecar_id is required")
+        try:
+            check_usage_batch(identity, first, sidecar_id=sidecar_id)
+        except Refusal as refusal:
+            await self._refusal(context, refusal)
+        requests = _checked(requests, identity, sidecar_id)
         term = self._leadership.term
         moved = asyncio.ensure_future(self._leadership.wait_change(term))
         try:
@@ -273,6 +335,10 @@ class _Usage(upb_grpc.UsageReportingServicer, _Spend):
                     from ..budgets.service import BudgetError  # here: budgets imports this package
 
                     failure = reader.exception()
+                    if isinstance(failure, Refusal):
+                        await self._refusal(context, failure)
+                    if isinstance(failure, grpc.aio.AbortError):
+                        raise failure  # guard.ParseGuard refused a malformed batch
                     if isinstance(failure, BudgetError):
                         await _abort(context, getattr(grpc.StatusCode, failure.code), failure.message)
                     if failure is not None:
@@ -290,8 +356,6 @@ class _Usage(upb_grpc.UsageReportingServicer, _Spend):
     ) -> None:
         await self._budgets.report_usage(identity, first)
         async for batch in requests:
-            if batch.sidecar_id != first.sidecar_id:
-                raise ValueError("a usage stream carries one sidecar_id")
             await self._budgets.report_usage(identity, batch)
 
     async def _forward(
@@ -307,8 +371,6 @@ class _Usage(upb_grpc.UsageReportingServicer, _Spend):
         async def pump() -> None:
             await call.write(first)
             async for batch in requests:
-                if batch.sidecar_id != first.sidecar_id:
-                    raise ValueError("a usage stream carries one sidecar_id")
                 await call.write(batch)
             await call.done_writing()
 
@@ -326,8 +388,10 @@ class _Usage(upb_grpc.UsageReportingServicer, _Spend):
                     watched.discard(pumper)  # the sidecar finished writing; acks may still come
                     failure = pumper.exception()
                     if failure is not None:
-                        if isinstance(failure, ValueError):
-                            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(failure))
+                        if isinstance(failure, Refusal):
+                            await self._refusal(context, failure)
+                        if isinstance(failure, grpc.aio.AbortError):
+                            raise failure
                         self._observer.forwarded("usage", "error")
                         await _abort(
                             context, grpc.StatusCode.UNAVAILABLE, f"forwarding to the leader: {failure}"
@@ -353,8 +417,20 @@ class _Usage(upb_grpc.UsageReportingServicer, _Spend):
 
 
 class _Allowances(apb_grpc.AllowancesServicer, _Spend):
-    async def Lease(self, request: apb.LeaseRequest, context: Context) -> apb.LeaseGrant:
+    _service = "allowance"
+
+    async def _admit(
+        self, context: Context, request: apb.LeaseRequest | apb.RenewRequest | apb.ReturnRequest
+    ) -> tuple[Identity, Any]:
         identity, channel = await self._route(context)
+        try:
+            check_lease_call(identity, request)
+        except Refusal as refusal:
+            await self._refusal(context, refusal)
+        return identity, channel
+
+    async def Lease(self, request: apb.LeaseRequest, context: Context) -> apb.LeaseGrant:
+        identity, channel = await self._admit(context, request)
         if channel is not None:
             answer: apb.LeaseGrant = await self._forward(
                 context, apb_grpc.AllowancesStub(channel).Lease, request, "lease"
@@ -363,7 +439,7 @@ class _Allowances(apb_grpc.AllowancesServicer, _Spend):
         return await self._call(context, lambda: self._budgets.lease(identity, request))
 
     async def Renew(self, request: apb.RenewRequest, context: Context) -> apb.LeaseGrant:
-        identity, channel = await self._route(context)
+        identity, channel = await self._admit(context, request)
         if channel is not None:
             answer: apb.LeaseGrant = await self._forward(
                 context, apb_grpc.AllowancesStub(channel).Renew, request, "renew"
@@ -372,7 +448,7 @@ class _Allowances(apb_grpc.AllowancesServicer, _Spend):
         return await self._call(context, lambda: self._budgets.renew(identity, request))
 
     async def Return(self, request: apb.ReturnRequest, context: Context) -> apb.ReturnResponse:
-        identity, channel = await self._route(context)
+        identity, channel = await self._admit(context, request)
         if channel is not None:
             answer: apb.ReturnResponse = await self._forward(
                 context, apb_grpc.AllowancesStub(channel).Return, request, "return"
@@ -403,14 +479,17 @@ class _Allowances(apb_grpc.AllowancesServicer, _Spend):
 class _Peers(ppb_grpc.PeersServicer, _Authenticated):
     """The leader's side of ``peers.py``: only the operator's own Pods may report."""
 
+    _service = "peers"
+
     def __init__(
         self,
         authenticator: TokenAuthenticator,
         book: PeerSyncBook | None,
         leadership: _Leadership,
         peer: tuple[str, str],
+        observer: ServerObserver,
     ) -> None:
-        _Authenticated.__init__(self, authenticator)
+        _Authenticated.__init__(self, authenticator, observer)
         self._book = book
         self._leadership = leadership
         self._peer = peer
@@ -418,7 +497,7 @@ class _Peers(ppb_grpc.PeersServicer, _Authenticated):
     async def ReportSync(self, request: ppb.SyncReport, context: Context) -> ppb.SyncReportAck:
         identity = await self.identity(context)
         if (identity.namespace, identity.service_account) != self._peer:
-            await _abort(
+            await self._refuse(
                 context,
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{identity} is not an operator replica (expected ServiceAccount {self._peer[0]}/{self._peer[1]})",
@@ -431,12 +510,18 @@ class _Peers(ppb_grpc.PeersServicer, _Authenticated):
         return ppb.SyncReportAck()
 
 
-class ForwardObserver(Protocol):
+class ServerObserver(Protocol):
+    """Metrics hooks (``metrics.OperatorMetrics``): forwarded spend calls, refused calls."""
+
     def forwarded(self, call: str, result: str) -> None: ...
+    def refused(self, call: str, code: str) -> None: ...
 
 
-class _NoForwardObserver:
+class _NoObserver:
     def forwarded(self, call: str, result: str) -> None:
+        pass
+
+    def refused(self, call: str, code: str) -> None:
         pass
 
 
@@ -456,13 +541,13 @@ class ConfigServer:
         leadership: _Leadership | None = None,
         link: LeaderLink | None = None,
         peers: PeerSyncBook | None = None,
-        observer: ForwardObserver | None = None,
+        observer: ServerObserver | None = None,
     ) -> None:
         if tls is None:
             if settings.tls_cert is None or settings.tls_key is None:
                 raise ValueError("the config server needs TLS: pass tls= or set --tls-cert/--tls-key")
             tls = ServerTls.from_files(settings.tls_cert, settings.tls_key)
-        self._tls = tls
+        self._certificates = _Certificates(tls)
         self._addr = addr or settings.config_addr
         self.authenticator = authenticator or TokenAuthenticator(api=kube)
         self._hub = hub
@@ -471,30 +556,34 @@ class ConfigServer:
         self._link = link
         self._peers = peers
         self._peer = (settings.lease_namespace, settings.peer_service_account)
-        self._observer: ForwardObserver = observer or _NoForwardObserver()
+        self._observer: ServerObserver = observer or _NoObserver()
         self._server: Any = None
         self._usage: _Usage | None = None
         self.port = 0
 
     async def start(self) -> int:
         server = grpc.aio.server(
+            interceptors=[ParseGuard(self._observer)],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
-            ]
+            ],
         )
-        dpb_grpc.add_ConfigDiscoveryServicer_to_server(_Discovery(self.authenticator, self._hub), server)
+        discovery = _Discovery(self.authenticator, self._hub, self._observer)
+        dpb_grpc.add_ConfigDiscoveryServicer_to_server(discovery, server)
         spend = (self.authenticator, self._budgets, self._leadership, self._link, self._observer)
         self._usage = _Usage(*spend)
         upb_grpc.add_UsageReportingServicer_to_server(self._usage, server)
         apb_grpc.add_AllowancesServicer_to_server(_Allowances(*spend), server)
         ppb_grpc.add_PeersServicer_to_server(
-            _Peers(self.authenticator, self._peers, self._leadership, self._peer), server
+            _Peers(self.authenticator, self._peers, self._leadership, self._peer, self._observer), server
         )
-        credentials = grpc.ssl_server_credentials([(self._tls.key_pem, self._tls.cert_pem)])
+        certificates = self._certificates
+        credentials = grpc.dynamic_ssl_server_credentials(certificates.initial, certificates.fetch)
         host, _, port = self._addr.rpartition(":")
         target = f"{host or '[::]'}:{port}"
         try:
@@ -507,6 +596,10 @@ class ConfigServer:
         self._server = server
         log.info("config server listening on %s (port %d, TLS)", self._addr, self.port)
         return self.port
+
+    def update_tls(self, tls: ServerTls) -> None:
+        """Serve ``tls`` from the next handshake on; connections already open keep their certificate."""
+        self._certificates.update(tls)
 
     async def flush_acks(self) -> None:
         """Wait until every usage stream served here has sent its sidecar the latest ack."""
