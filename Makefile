@@ -26,6 +26,7 @@ help:
 	@echo "make controlplane | cluster-up | cluster-down    the local kube-apiserver + etcd"
 	@echo "make images | kind-e2e    container images (needs Docker); the kind end-to-end test (needs Docker and kind)"
 	@echo "make bench-overhead | bench-overhead-quick | bench-policies | bench-routing | bench-propagation | bench-gc    benchmarks (not part of make test)"
+	@echo "make soak        10 minutes of mixed load with 5% upstream faults: p99 drift and RSS growth (not part of make test)"
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || { echo "==> creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -137,6 +138,10 @@ bench-routing: $(STAMP)
 .PHONY: bench-propagation
 bench-propagation: $(STAMP) controlplane
 	@$(PY) -m bench.propagation
+
+.PHONY: soak
+soak: $(STAMP)
+	@$(PY) -m bench.soak $(ARGS)
 
 .PHONY: bench-gc
 bench-gc: $(STAMP)
