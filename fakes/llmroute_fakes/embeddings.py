@@ -32,6 +32,8 @@ def embed(text: str, dimensions: int) -> list[float]:
         sign = 1.0 if digest[4] & 1 else -1.0
         vector[slot] += sign
     norm = math.sqrt(sum(v * v for v in vector))
+    if norm == 0.0:  # the signed words cancelled out (likely in a small vector): still a unit vector
+        vector[0], norm = 1.0, 1.0
     return [v / norm for v in vector]
 
 

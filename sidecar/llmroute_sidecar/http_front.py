@@ -5,7 +5,7 @@ Everything the app can send, however malformed, gets an OpenAI error object with
 and never a stack trace (the middleware catches what the handlers do not). A stream that breaks
 after its first byte ends with an explicit ``data: {"error": ...}`` event and no ``[DONE]``, which the
 OpenAI SDKs raise as an error, so a cut answer never looks complete. Neighbours: ``service.py`` does
-the routing; ``openai_api/`` validates and shapes errors.
+the routing; ``openai_api/`` validates bodies and hint headers, and shapes errors.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from aiohttp import web
 
 from .attempts import StreamBroken
 from .openai_api.errors import ApiError
+from .openai_api.headers import check_headers
 from .openai_api.validate import parse_chat, parse_embeddings, parse_json
 from .service import Hints, RouterService
 
@@ -87,6 +88,7 @@ async def _body(request: web.Request) -> bytes:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse_chat(parse_json(await _body(request)))
+    check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body)
     if body.get("stream"):
@@ -143,6 +145,7 @@ async def _stream(
 
 async def embeddings(request: web.Request) -> web.Response:
     body = parse_embeddings(parse_json(await _body(request)))
+    check_headers(request.headers)
     service = request.app[SERVICE]
     response, meta = await service.embeddings(body, Hints.from_headers(request.headers, body))
     return web.Response(body=orjson.dumps(response), content_type="application/json", headers=meta.headers())

@@ -34,7 +34,7 @@ import orjson
 
 from .anthropic_stream import AnthropicStreamDecoder, anthropic_error_kind, anthropic_usage, finish_reason
 from .base import Target, UpstreamRequest
-from .common import completion, loads, retry_after
+from .common import completion, encode, loads, retry_after
 from .errors import ErrorKind, ProviderError
 from .openai_fields import (
     as_object,
@@ -250,7 +250,7 @@ class AnthropicAdapter:
     def chat_request(self, target: Target, body: Json, *, stream: bool) -> UpstreamRequest:
         base = (target.endpoint or DEFAULT_ENDPOINT).rstrip("/")
         url = f"{base}/messages" if base.endswith("/v1") else f"{base}/v1/messages"
-        payload = orjson.dumps(anthropic_body(target, body, stream=stream))
+        payload = encode(anthropic_body(target, body, stream=stream), NAME)
         return UpstreamRequest("POST", url, self._headers(target, stream=stream), payload)
 
     def parse_chat(self, body: bytes, *, model: str) -> Json:
@@ -265,7 +265,7 @@ class AnthropicAdapter:
             if block.get("type") == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
             elif block.get("type") == "tool_use":
-                arguments = orjson.dumps(as_object(block.get("input"))).decode()
+                arguments = encode(as_object(block.get("input")), NAME, kind=ErrorKind.PROTOCOL).decode()
                 calls.append(
                     {
                         "id": block.get("id", ""),

@@ -37,7 +37,7 @@ import orjson
 from ..aws.sigv4 import sign
 from .base import Target, UpstreamRequest
 from .bedrock_stream import BedrockStreamDecoder, bedrock_usage, error_kind, stop_reason
-from .common import completion, loads, retry_after
+from .common import completion, encode, loads, retry_after
 from .errors import ErrorKind, ProviderError, kind_for_status
 from .openai_fields import (
     content_text,
@@ -255,7 +255,9 @@ def _message(content: Any) -> tuple[Json, bool]:
                     "type": "function",
                     "function": {
                         "name": tool_use.get("name", ""),
-                        "arguments": orjson.dumps(tool_use.get("input", {})).decode(),
+                        "arguments": encode(
+                            tool_use.get("input", {}), NAME, kind=ErrorKind.PROTOCOL
+                        ).decode(),
                     },
                 }
             )
@@ -309,7 +311,7 @@ class BedrockAdapter:
         # The model id may be an ARN or an inference profile: encode everything but RFC 3986's
         # unreserved characters, as the AWS SDKs do (":" -> %3A, "/" -> %2F).
         url = f"{base}/model/{quote(target.model, safe='-_.~')}/{operation}"
-        data = orjson.dumps(payload)
+        data = encode(payload, NAME)
         headers = {"content-type": "application/json", "accept": accept}
         if target.aws is not None:
             signed = sign(

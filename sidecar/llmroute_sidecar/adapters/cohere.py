@@ -32,7 +32,7 @@ import orjson
 
 from .base import Target, UpstreamRequest
 from .cohere_stream import FINISH_REASONS, CohereStreamDecoder, cohere_usage, failed_generation
-from .common import completion, loads, retry_after
+from .common import completion, encode, loads, retry_after
 from .errors import ErrorKind, ProviderError, kind_for_status
 from .openai_fields import as_object, content_text, max_output_tokens, stop_list, unsupported
 
@@ -77,7 +77,7 @@ def _tool_call(call: Json) -> Json:
     function = as_object(call.get("function"))
     arguments = function.get("arguments")
     if not isinstance(arguments, str):
-        arguments = orjson.dumps(arguments or {}).decode()
+        arguments = encode(arguments or {}, NAME, kind=ErrorKind.PROTOCOL).decode()
     return {
         "id": call.get("id", ""),
         "type": "function",
@@ -201,7 +201,7 @@ class CohereAdapter:
         }
 
     def chat_request(self, target: Target, body: Json, *, stream: bool) -> UpstreamRequest:
-        payload = orjson.dumps(cohere_body(target, body, stream=stream))
+        payload = encode(cohere_body(target, body, stream=stream), NAME)
         return UpstreamRequest(
             "POST", f"{self._base(target)}/v2/chat", self._headers(target, stream=stream), payload
         )
@@ -251,7 +251,7 @@ class CohereAdapter:
         if isinstance(body.get("dimensions"), int):
             out["output_dimension"] = body["dimensions"]
         return UpstreamRequest(
-            "POST", f"{self._base(target)}/v2/embed", self._headers(target), orjson.dumps(out)
+            "POST", f"{self._base(target)}/v2/embed", self._headers(target), encode(out, NAME)
         )
 
     def parse_embeddings(self, body: bytes, *, model: str) -> Json:

@@ -1,4 +1,4 @@
-"""Helpers the adapters share: Retry-After parsing, OpenAI-shaped result builders, JSON decoding."""
+"""Helpers the adapters share: Retry-After parsing, OpenAI-shaped result builders, JSON coding."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import orjson
 
 from .errors import ErrorKind, ProviderError
 
-__all__ = ["chunk", "completion", "loads", "retry_after", "usage"]
+__all__ = ["chunk", "completion", "encode", "loads", "retry_after", "usage"]
 
 Json = dict[str, Any]
 
@@ -24,6 +24,20 @@ def loads(body: bytes, provider: str) -> Any:
         raise ProviderError(
             ErrorKind.PROTOCOL, f"{provider} sent invalid JSON: {exc}", provider=provider
         ) from exc
+
+
+def encode(value: Any, provider: str, *, kind: ErrorKind = ErrorKind.BAD_REQUEST) -> bytes:
+    """Encode JSON for (or from) ``provider``; JSON nested deeper than orjson encodes (254 levels)
+    becomes a ProviderError rather than a crash. The app's body is checked for depth on arrival, but
+    a translation can nest it one level deeper, and JSON inside strings (tool call arguments, a tool
+    result Gemini wants as an object) is only decoded by the adapters. ``kind`` is BAD_REQUEST for
+    requests, PROTOCOL for answers (a provider's JSON may nest up to the decoder's 1024 levels)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise ProviderError(
+            kind, f"JSON for {provider} cannot be encoded: {exc}", provider=provider
+        ) from None
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

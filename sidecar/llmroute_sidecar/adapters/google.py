@@ -35,7 +35,7 @@ from urllib.parse import quote
 import orjson
 
 from .base import Target, UpstreamRequest
-from .common import completion, loads
+from .common import completion, encode, loads
 from .errors import ErrorKind, ProviderError
 from .google_stream import GeminiStreamDecoder, gemini_error, gemini_usage, read_response
 from .openai_fields import (
@@ -271,7 +271,7 @@ class GoogleAdapter:
         return headers
 
     def chat_request(self, target: Target, body: Json, *, stream: bool) -> UpstreamRequest:
-        payload = orjson.dumps(generate_content_body(body))
+        payload = encode(generate_content_body(body), NAME)
         if stream:
             url = self._url(target, "streamGenerateContent") + "?alt=sse"
             return UpstreamRequest("POST", url, self._headers(target, "text/event-stream"), payload)
@@ -311,7 +311,7 @@ class GoogleAdapter:
             if body.get("dimensions"):
                 request["outputDimensionality"] = body["dimensions"]
             requests.append(request)
-        payload = orjson.dumps({"requests": requests})
+        payload = encode({"requests": requests}, NAME)
         return UpstreamRequest(
             "POST", self._url(target, "batchEmbedContents"), self._headers(target), payload
         )

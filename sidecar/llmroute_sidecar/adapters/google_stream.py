@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from .common import chunk, loads, retry_after
+from .common import chunk, encode, loads, retry_after
 from .errors import ErrorKind, ProviderError, kind_for_status
 from .sse import SseParser
 
@@ -166,7 +166,7 @@ def read_response(response: Any) -> Piece:
                 "type": "function",
                 "function": {
                     "name": call.get("name", ""),
-                    "arguments": orjson.dumps(call.get("args", {})).decode(),
+                    "arguments": encode(call.get("args", {}), NAME, kind=ErrorKind.PROTOCOL).decode(),
                 },
             }
             if isinstance(part.get("thoughtSignature"), str):

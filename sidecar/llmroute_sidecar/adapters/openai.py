@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from .base import Target, UpstreamRequest
-from .common import loads, retry_after
+from .common import encode, loads, retry_after
 from .errors import ErrorKind, ProviderError, kind_for_status
 from .sse import SseParser
 
@@ -110,7 +110,7 @@ class OpenAIAdapter:
         headers = self._headers(target)
         if stream:
             headers["accept"] = "text/event-stream"
-        return UpstreamRequest("POST", self._chat_url(target), headers, orjson.dumps(out))
+        return UpstreamRequest("POST", self._chat_url(target), headers, encode(out, self.name))
 
     def parse_chat(self, body: bytes, *, model: str) -> Json:
         parsed = loads(body, self.name)
@@ -125,7 +125,9 @@ class OpenAIAdapter:
     def embeddings_request(self, target: Target, body: Json) -> UpstreamRequest:
         out = dict(body)
         out["model"] = target.model
-        return UpstreamRequest("POST", self._embeddings_url(target), self._headers(target), orjson.dumps(out))
+        return UpstreamRequest(
+            "POST", self._embeddings_url(target), self._headers(target), encode(out, self.name)
+        )
 
     def parse_embeddings(self, body: bytes, *, model: str) -> Json:
         parsed = loads(body, self.name)

@@ -49,8 +49,10 @@ IGNORED_FIELDS = frozenset(
 )
 
 # Roles whose messages set the scene rather than ask: a semantic match requires them to be identical.
-_SYSTEM_ROLES = frozenset({"system", "developer"})
-_TURN_ROLES = frozenset({"user", "assistant"})
+# Tuples, not sets: a role is whatever the app sent, and an unhashable one must compare unequal
+# rather than make a set lookup raise.
+_SYSTEM_ROLES = ("system", "developer")
+_TURN_ROLES = ("user", "assistant")
 # Larger integers than this are sent as JSON text by Python's encoder (orjson stops at 64 bits).
 _EXACT_FLOAT_INTS = 2**53
 
