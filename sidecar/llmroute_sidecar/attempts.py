@@ -259,12 +259,21 @@ async def _attempts(
         """Attempts (and retries) on one backend: its result, or :class:`_MoveOn`."""
         nonlocal attempted
         retry = 0
+        retrying = False  # a retry granted by the retry budget, not sent yet
+
+        def move_on(reason: str) -> _MoveOn:
+            # Leaving before sending: a granted retry was not made, so it neither counts nor costs.
+            if retrying and health is not None:
+                health.retry_abandoned(backend)
+            return _MoveOn(reason)
+
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 trace.errors.append(
                     (backend.name, ProviderError(ErrorKind.TIMEOUT, "the total timeout ran out"))
                 )
+                move_on("timeout")
                 raise AllFailed(trace.errors)
             ticket: Ticket | None = None
             if health is not None:
@@ -272,10 +281,10 @@ async def _attempts(
                 if isinstance(admitted, Refusal):
                     if not force:
                         skipped.append((backend, admitted))
-                        return _MoveOn(admitted.reason)
+                        return move_on(admitted.reason)
                     if time.monotonic() + admitted.wait >= deadline:
                         trace.errors.append((backend.name, _held_error(admitted)))
-                        return _MoveOn(admitted.reason)
+                        return move_on(admitted.reason)
                     await asyncio.sleep(admitted.wait)  # honour the provider's Retry-After
                     continue
                 ticket = admitted
@@ -288,7 +297,7 @@ async def _attempts(
                     if health is not None and ticket is not None:
                         health.release(ticket)
                     trace.errors.append((backend.name, exc))
-                    return _MoveOn(ErrorKind.BUDGET.value)
+                    return move_on(ErrorKind.BUDGET.value)
             slot: Slot | None = None
             if gate is not None:
                 try:
@@ -301,9 +310,13 @@ async def _attempts(
                         reservation.release()
                     trace.errors.append((backend.name, exc))
                     log.info("%s", exc)
-                    return _MoveOn("saturated")
+                    return move_on("saturated")
                 remaining = deadline - time.monotonic()
             attempted = True
+            if retrying:
+                retrying = False
+                if health is not None:
+                    health.retrying(backend)
             started = time.monotonic()
             try:
                 async with asyncio.timeout(min(policy.per_attempt, remaining)):
@@ -348,7 +361,12 @@ async def _attempts(
                 # A spent retry budget means: no retry here, the next backend instead.
                 if time.monotonic() + wait < deadline and (health is None or health.try_retry(backend)):
                     retry += 1
-                    await asyncio.sleep(wait)
+                    retrying = True
+                    try:
+                        await asyncio.sleep(wait)
+                    except BaseException:  # cancelled while backing off: the retry is never sent
+                        move_on("cancelled")
+                        raise
                     continue
             if not error.try_next_backend:
                 raise AllFailed(trace.errors)

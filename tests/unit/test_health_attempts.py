@@ -149,6 +149,20 @@ async def test_retry_after_is_waited_out_and_other_requests_skip_the_held_backen
     assert script.calls == ["a", "b", "a"]
 
 
+async def test_a_retry_refused_after_its_backoff_is_neither_counted_nor_charged() -> None:
+    book, snap, recorder = _setup({"chat": ["a", "b"]}, budget=0.0)
+    script = Script(a=[_boom(ErrorKind.RATE_LIMITED, retry_after=0.1)], b=[None])
+    policy = Policy(per_attempt=1.0, total=5.0, retries=1, backoff_base=0.001, backoff_max=0.002)
+    run = asyncio.create_task(_run(book, _candidates(snap, "a", "b"), script, policy))
+    await asyncio.sleep(0.05)
+    # While the first request waits out Retry-After, another 429 extends the hold past its retry.
+    book.hold(book.record("r", "a"), 1.0)  # type: ignore[arg-type]
+    name, trace = await run
+    assert name == "b" and script.calls == ["a", "b"] and trace.attempts == 2
+    budget = book.budget("r")
+    assert recorder.retries == 0 and budget is not None and budget.usage()[1] == 0
+
+
 async def test_a_held_only_candidate_is_waited_for_within_the_total_timeout() -> None:
     book, snap, _ = _setup({"chat": ["a", "b"]})
     script = Script(a=[_boom(ErrorKind.RATE_LIMITED, retry_after=0.15), None])

@@ -8,7 +8,9 @@
    that say the backend is unwell, ``breaker.counts_against_health``), the latency estimate (answers
    and timeouts), and turns a 429's Retry-After into a hold on the backend;
    or :meth:`RouteHealth.release` when the attempt was cancelled without an outcome;
-3. :meth:`RouteHealth.try_retry` before retrying the same backend — the route's retry budget.
+3. :meth:`RouteHealth.try_retry` before retrying the same backend — the route's retry budget —
+   then :meth:`RouteHealth.retrying` when that retry is sent, or :meth:`RouteHealth.retry_abandoned`
+   when it is not (after the backoff a new Retry-After hold or an opened breaker refused it).
 
 It also reports fallbacks, and failures of streams after their first chunk (which the loop has
 already settled as answers). The records live in ``book.py``.
@@ -105,13 +107,25 @@ class RouteHealth:
             ticket.record.breaker.release(ticket.permit)
 
     def try_retry(self, backend: BackendEntry) -> bool:
-        """Spend one retry of the route's budget on ``backend``; False: fall back instead."""
+        """Spend one retry of the route's budget on ``backend``; False: fall back instead.
+
+        The retry is reported only once it is sent (:meth:`retrying`): between this call and then
+        lies the backoff, after which the backend may refuse it."""
         budget = self._book.budget(self.route)
         if budget is not None and not budget.try_retry():
             self._book.listener.retry_budget_exhausted(self.route, backend.name)
             return False
-        self._book.listener.retried(self.route, backend.name)
         return True
+
+    def retrying(self, backend: BackendEntry) -> None:
+        """The retry granted by :meth:`try_retry` is being sent to ``backend``."""
+        self._book.listener.retried(self.route, backend.name)
+
+    def retry_abandoned(self, backend: BackendEntry) -> None:
+        """The retry granted by :meth:`try_retry` was not sent: its budget comes back."""
+        budget = self._book.budget(self.route)
+        if budget is not None:
+            budget.refund()
 
     def fell_back(self, backend: BackendEntry, reason: str) -> None:
         """The request moves on from ``backend`` (``reason``: an error kind, "ejected" or "held")."""

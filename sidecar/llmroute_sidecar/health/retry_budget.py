@@ -55,6 +55,12 @@ class RetryBudget:
         self._counts.add(_RETRIES)
         return True
 
+    def refund(self) -> None:
+        """Give back a retry spent with :meth:`try_retry` that was never sent. It lands in the current
+        slice; should the spend's slice leave the window first, the window briefly counts one retry
+        fewer than were sent."""
+        self._counts.add(_RETRIES, -1)
+
     def usage(self) -> tuple[int, int]:
         """(requests, retries) in the current window."""
         requests, retries = self._counts.totals()
