@@ -34,9 +34,9 @@ ROOMY = 5.0
 async def limiters(redis_url: str) -> AsyncIterator[Factory]:
     made: list[tuple[RateLimiter, redis.asyncio.Redis]] = []
 
-    async def make(timeout: float = ROOMY, **kwargs: object) -> RateLimiter:
-        client = _client(redis_url, timeout)
-        kwargs.setdefault("redis_timeout", timeout)
+    async def make(wait: float = ROOMY, **kwargs: object) -> RateLimiter:
+        client = _client(redis_url, wait)
+        kwargs.setdefault("redis_timeout", wait)
         limiter = RateLimiter(redis=client, **kwargs)  # type: ignore[arg-type]
         made.append((limiter, client))
         return limiter
@@ -117,7 +117,7 @@ async def test_script_is_sent_again_after_script_flush(limiters: Factory, redis_
 async def test_outage_falls_back_to_local_quickly_and_recovers(
     limiters: Factory, redis_server: RedisServer, redis_url: str
 ) -> None:
-    limiter = await limiters(timeout=0.25, redis_timeout=0.3, redis_retry=0.1, redis_retry_max=0.2)
+    limiter = await limiters(wait=0.25, redis_timeout=0.3, redis_retry=0.1, redis_retry_max=0.2)
     limits = [LimitSpec("route", requests_per_minute=3)]
     assert (await _admit(limiter, limits)).allowed
     redis_server.stop()

@@ -3,6 +3,11 @@
 ``llmroute-sidecar --config PATH`` loads one file or a folder, compiles it with the shared pure
 compiler (``llmroute_proto.compiler``) into a ``RouterConfig``, and reloads it when the files change
 (polling mtimes; no inotify dependency) or on SIGHUP. A reload that fails keeps the last good config.
+
+The sidecar itself never imports the loader and the compiler: each (re)load runs them in a short-lived
+child process (``compile_child.py``) and reads back the serialized config, so a standalone sidecar
+idles with the memory of an operator-fed one. :func:`compile_path` is the in-process compile that
+child (and tools) use.
 """
 
 from __future__ import annotations
@@ -10,21 +15,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-from llmroute_proto.api.loader import ResourceError, load_paths
-from llmroute_proto.compiler import compile_config
 from llmroute_proto.v1 import config_pb2 as pb
 
 from .store import ConfigError, ConfigStore
 
-__all__ = ["StandaloneSource", "compile_path"]
+__all__ = ["StandaloneSource", "compile_isolated", "compile_path"]
 
 log = logging.getLogger(__name__)
 
 
 def compile_path(path: Path, *, namespace: str | None = None, region: str = "") -> pb.RouterConfig:
     """Load and compile ``path``; raises ResourceError or ConfigError with a clear message."""
+    from llmroute_proto.api.loader import load_paths
+    from llmroute_proto.compiler import compile_config
+
     resources = load_paths([path])
     namespaces = sorted({str(r.metadata.get("namespace") or "default") for r in resources.routes})
     if namespace is None:
@@ -49,6 +57,29 @@ def compile_path(path: Path, *, namespace: str | None = None, region: str = "") 
         )
         raise ConfigError(f"{path}: {details}")
     return result.config
+
+
+def compile_isolated(
+    path: Path, *, namespace: str | None, region: str, timeout: float = 60.0
+) -> pb.RouterConfig:
+    """:func:`compile_path` in a child process; raises ConfigError with the child's message."""
+    from .compile_child import REFUSED
+
+    command = [sys.executable, "-m", "llmroute_sidecar.config.compile_child", str(path), "--region", region]
+    if namespace is not None:
+        command += ["--namespace", namespace]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{path}: compiling took longer than {timeout:.0f}s") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot start the config compiler: {exc}") from None
+    message = done.stderr.decode(errors="replace").strip()
+    if done.returncode == REFUSED:
+        raise ConfigError(message.splitlines()[-1] if message else f"{path}: refused")
+    if done.returncode != 0:
+        raise ConfigError(f"{path}: the config compiler failed (exit {done.returncode}): {message[-500:]}")
+    return pb.RouterConfig.FromString(done.stdout)
 
 
 class StandaloneSource:
@@ -79,25 +110,41 @@ class StandaloneSource:
         """(Re)load now; returns whether a config is active afterwards. Never raises on bad files."""
         self._stamp = self._fingerprint()
         try:
-            config = compile_path(self.path, namespace=self.namespace, region=self.region)
-            self.store.apply(config)
+            config = self._compile()
         except ConfigError as exc:
-            # store.apply counted it already, unless the compiler refused it first
-            if self.store.last_error != str(exc):
-                self.store.reject(str(exc))
-            log.error("config from %s rejected: %s", self.path, exc)
-        except (ResourceError, OSError) as exc:
-            self.store.reject(str(exc))
-            log.error("config from %s rejected: %s", self.path, exc)
-        return self.store.current is not None
+            return self._refused(exc)
+        return self._install(config)
 
     async def watch(self) -> None:
         """Poll for changes until cancelled."""
         while True:
             await asyncio.sleep(self.poll_seconds)
-            if self._fingerprint() != self._stamp:
-                log.info("config files changed, reloading %s", self.path)
-                self.load()
+            if self._fingerprint() == self._stamp:
+                continue
+            log.info("config files changed, reloading %s", self.path)
+            self._stamp = self._fingerprint()
+            try:  # the child compiles in a thread: requests keep being served meanwhile
+                config = await asyncio.to_thread(self._compile)
+            except ConfigError as exc:
+                self._refused(exc)
+                continue
+            self._install(config)
+
+    def _compile(self) -> pb.RouterConfig:
+        return compile_isolated(self.path, namespace=self.namespace, region=self.region)
+
+    def _install(self, config: pb.RouterConfig) -> bool:
+        try:
+            self.store.apply(config)
+        except ConfigError as exc:
+            self._refused(exc)
+        return self.store.current is not None
+
+    def _refused(self, exc: ConfigError) -> bool:
+        if self.store.last_error != str(exc):  # store.apply counted it already
+            self.store.reject(str(exc))
+        log.error("config from %s rejected: %s", self.path, exc)
+        return self.store.current is not None
 
 
 def env_default(name: str, default: str) -> str:
