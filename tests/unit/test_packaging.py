@@ -100,3 +100,16 @@ def test_the_fake_providers_are_not_part_of_the_sidecar_package() -> None:
 
     assert importlib.util.find_spec("llmroute_sidecar.fake_providers") is None
     assert importlib.util.find_spec("llmroute_fakes") is not None
+
+
+def test_a_running_sidecar_never_holds_the_yaml_loader_or_the_compiler() -> None:
+    """Standalone mode compiles in a child process (``config/compile_child.py``): the ~11 MB of
+    pydantic, PyYAML and the compiler stay out of the long-lived process, in both modes."""
+    code = (
+        "import sys, llmroute_sidecar.__main__, llmroute_sidecar.runtime, llmroute_sidecar.config.standalone\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'pydantic', 'yaml'}"
+        " or m.startswith(('llmroute_proto.api', 'llmroute_proto.compiler')))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the sidecar imports {out.stdout.strip()}"
