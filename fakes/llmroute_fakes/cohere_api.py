@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from .conversation import Conversation, Reply, ToolDef, ToolMode, Turn
-from .embeddings import embed, to_base64_f32, to_binary, to_int8, to_uint8
+from .embeddings import MAX_DIMENSIONS, embed, to_base64_f32, to_binary, to_int8, to_uint8
 from .protocol import EXCHANGE, ApiError, ProviderProtocol, default_message, json_response, retry_after_header
 from .replies import estimate_tokens, json_pieces, plan_reply, text_pieces
 from .sse import SSE_CONTENT_TYPE, sse_frame
@@ -106,6 +106,8 @@ class CohereProtocol(ProviderProtocol):
         dimensions = body.get("output_dimension")
         if not isinstance(dimensions, int) or dimensions <= 0:
             dimensions = _EMBEDDING_DIMENSIONS.get(model, 1024)
+        if dimensions > MAX_DIMENSIONS:
+            raise ApiError(400, f"invalid request: output_dimension must be at most {MAX_DIMENSIONS}.")
         vectors = [embed(text, dimensions) for text in texts]
         kinds = body.get("embedding_types") or ["float"]
         encoders: dict[str, Callable[[list[float]], Any]] = {

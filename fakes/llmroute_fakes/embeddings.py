@@ -20,6 +20,11 @@ __all__ = ["embed", "to_base64_f32", "to_binary", "to_int8", "to_uint8"]
 _WORD = re.compile(r"\w+")
 
 
+#: The largest vector the fakes make; real providers cap it too (OpenAI's and Gemini's largest
+#: models: 3,072). A larger request is refused with the provider's 400, never allocated.
+MAX_DIMENSIONS = 4096
+
+
 def embed(text: str, dimensions: int) -> list[float]:
     """A unit vector of ``dimensions`` floats for ``text``."""
     if dimensions <= 0:

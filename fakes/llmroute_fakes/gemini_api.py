@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from .conversation import Conversation, Reply, Role, ToolDef, ToolMode, Turn
-from .embeddings import embed
+from .embeddings import MAX_DIMENSIONS, embed
 from .protocol import (
     EXCHANGE,
     ApiError,
@@ -304,6 +304,8 @@ def _embedding(request: Mapping[str, Any], model: str) -> dict[str, Any]:
     dimensions = _field(request, "outputDimensionality")
     if not isinstance(dimensions, int) or dimensions <= 0:
         dimensions = _EMBEDDING_DIMENSIONS.get(model.removeprefix("models/"), 768)
+    if dimensions > MAX_DIMENSIONS:
+        raise ApiError(400, f"* EmbedContentRequest.output_dimensionality: at most {MAX_DIMENSIONS}.")
     return {"values": embed(text, dimensions)}
 
 

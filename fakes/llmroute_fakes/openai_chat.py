@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any, Literal
 
 from .conversation import Conversation, Reply, ToolDef, ToolMode, Turn
-from .embeddings import embed, to_base64_f32
+from .embeddings import MAX_DIMENSIONS, embed, to_base64_f32
 from .protocol import ApiError
 from .replies import estimate_tokens, json_pieces, text_pieces
 
@@ -247,6 +247,12 @@ def embeddings_response(body: Mapping[str, Any], *, model: str) -> dict[str, Any
     dimensions = body.get("dimensions")
     if not isinstance(dimensions, int) or dimensions <= 0:
         dimensions = _EMBEDDING_DIMENSIONS.get(model, 1536)
+    if dimensions > MAX_DIMENSIONS:
+        raise ApiError(
+            400,
+            f"Invalid value for 'dimensions': at most {MAX_DIMENSIONS}, got {dimensions}.",
+            param="dimensions",
+        )
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
         raise ApiError(400, f"Invalid value for 'encoding_format': {encoding!r}.", param="encoding_format")

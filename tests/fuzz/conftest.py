@@ -11,6 +11,7 @@ tier's final check (``test_policy_fuzz.py::test_the_run_sent_enough_requests``).
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -156,12 +157,22 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: Address space each child may map. Generated input once made a fake allocate a vector of 10^12
+#: floats, and the kernel's OOM killer then took whatever process was largest on the machine; with
+#: a cap, a runaway allocation is a MemoryError (a traceback this tier fails on) in that child only.
+CHILD_ADDRESS_SPACE = 4 << 30
+
+
+def _bounded() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_ADDRESS_SPACE, CHILD_ADDRESS_SPACE))
+
+
 def _start_fake(protocol: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A fake provider process on an ephemeral port; returns it and the base URL its SDK takes."""
     args = [sys.executable, "-m", "llmroute_fakes", "--protocol", protocol, "--port", "0"]
     if protocol == "bedrock":
         args += ["--aws-access-key-id", AWS_KEY_ID, "--aws-secret-access-key", AWS_SECRET]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("wb"))
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("wb"), preexec_fn=_bounded)
     assert process.stdout is not None
     url = process.stdout.readline().decode().strip()  # the fake prints its root URL first
     if not url.startswith("http"):
@@ -198,6 +209,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
                     "--watch-seconds", "0",
                 ],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=_bounded,
             )  # fmt: skip
         url = f"http://127.0.0.1:{http_port}"
         try:

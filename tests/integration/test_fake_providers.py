@@ -219,6 +219,9 @@ def test_openai_embeddings_and_models(fakes: dict[str, FakeProvider], protocol: 
         model="text-embedding-3-small", input="x", dimensions=64, encoding_format="float"
     )
     assert len(small.data[0].embedding) == 64
+    # A vector beyond any real model's size is refused, as a provider would, never allocated.
+    with pytest.raises(openai.BadRequestError, match="dimensions"):
+        client.embeddings.create(model="text-embedding-3-small", input="x", dimensions=10**12)
     if protocol == "openai":
         assert [m.id for m in client.models.list()] == ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
 
