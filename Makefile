@@ -25,6 +25,7 @@ help:
 	@echo "make lint | typecheck | proto | crds | docs | check-generated"
 	@echo "make controlplane | cluster-up | cluster-down    the local kube-apiserver + etcd"
 	@echo "make images | kind-e2e    container images (needs Docker); the kind end-to-end test (needs Docker and kind)"
+	@echo "make bench       the sidecar beside the floor and LiteLLM proxy (~10 min; installs LiteLLM in a cached venv); writes docs/bench/ and docs/performance.md"
 	@echo "make bench-overhead | bench-overhead-quick | bench-policies | bench-routing | bench-propagation | bench-gc    benchmarks (not part of make test)"
 	@echo "make soak        10 minutes of mixed load with 5% upstream faults: p99 drift and RSS growth (not part of make test)"
 
@@ -118,6 +119,10 @@ controlplane: $(STAMP)
 .PHONY: demo
 demo: $(STAMP) system-deps controlplane
 	@$(PY) hack/demo.py $(ARGS)
+
+.PHONY: bench
+bench: $(STAMP)
+	@$(PY) -m bench.peers
 
 .PHONY: bench-overhead
 bench-overhead: $(STAMP)

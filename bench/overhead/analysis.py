@@ -14,7 +14,19 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["CURVE_Q", "TARGETS", "curve", "latency_stats", "markdown", "quantile", "summarize"]
+__all__ = [
+    "CURVE_Q",
+    "TARGETS",
+    "curve",
+    "latency_stats",
+    "markdown",
+    "median",
+    "nonstream",
+    "quantile",
+    "ratio",
+    "streaming",
+    "summarize",
+]
 
 TARGETS = ("direct", "passthrough", "sidecar-aiohttp", "sidecar-httpx")
 SIDECARS = ("sidecar-aiohttp", "sidecar-httpx")
@@ -58,11 +70,19 @@ def _ratio(a: float, b: float) -> float:
     return a / b if b and not math.isnan(a) and not math.isnan(b) else math.nan
 
 
-def _nonstream(segments: list[Json], concurrency: int) -> Json:
-    rows = [s for s in segments if s["phase"] == "nonstream" and s["concurrency"] == concurrency]
+# Public for bench.peers, which reuses these per-round statistics.
+median = _median
+ratio = _ratio
+
+
+def nonstream(
+    segments: list[Json], concurrency: int, *, targets: Sequence[str] = TARGETS, phase: str = "nonstream"
+) -> Json:
+    """Medians over rounds for one concurrency of one phase, paired with the direct calls per round."""
+    rows = [s for s in segments if s["phase"] == phase and s["concurrency"] == concurrency]
     direct = {s["round"]: s for s in rows if s["target"] == "direct"}
     out: Json = {}
-    for target in TARGETS:
+    for target in targets:
         mine = [s for s in rows if s["target"] == target]
         if not mine:
             continue
@@ -76,6 +96,8 @@ def _nonstream(segments: list[Json], concurrency: int) -> Json:
             "added_p50_ms": _median([s["p50_ms"] - direct[s["round"]]["p50_ms"] for s in paired]),
             "added_p99_ms": _median([s["p99_ms"] - direct[s["round"]]["p99_ms"] for s in paired]),
             "rps": _median([s["rps"] for s in mine]),
+            "served_rps": _median([s.get("served_rps", s["rps"]) for s in mine]),
+            "error_rate": _ratio(sum(s["errors"] for s in mine), sum(s["n"] + s["errors"] for s in mine)),
             "rps_min": min(s["rps"] for s in mine),
             "rps_max": max(s["rps"] for s in mine),
             "cpu_us_per_request": _median([s["cpu_us_per_request"] for s in mine]),
@@ -100,11 +122,11 @@ def _nonstream(segments: list[Json], concurrency: int) -> Json:
     return out
 
 
-def _streaming(segments: list[Json]) -> Json:
+def streaming(segments: list[Json], *, targets: Sequence[str] = TARGETS) -> Json:
     rows = [s for s in segments if s["phase"] == "stream"]
     direct = {s["round"]: s for s in rows if s["target"] == "direct"}
     out: Json = {}
-    for target in TARGETS:
+    for target in targets:
         mine = [s for s in rows if s["target"] == target]
         if not mine:
             continue
@@ -131,8 +153,8 @@ def summarize(raw: Json) -> Json:
     segments: list[Json] = raw["segments"]
     concurrencies = sorted({s["concurrency"] for s in segments if s["phase"] == "nonstream"})
     summary: Json = {
-        "nonstream": {str(c): _nonstream(segments, c) for c in concurrencies},
-        "streaming": _streaming(segments),
+        "nonstream": {str(c): nonstream(segments, c) for c in concurrencies},
+        "streaming": streaming(segments),
         "many_streams": raw.get("many_streams", {}),
         "rss_mb": raw.get("rss_mb", {}),
         "import_rss": raw.get("import_rss", {}),

@@ -12,6 +12,7 @@ an aiohttp client (their rate is low) and time the first ``data:`` bytes (time t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,10 +24,18 @@ import orjson
 __all__ = ["LoadResult", "StreamResult", "chat_body", "run_load", "run_streams"]
 
 
-def chat_body(*, stream: bool = False, tokens: int = 16, interval_ms: float = 20.0) -> bytes:
+def chat_body(
+    *, stream: bool = False, tokens: int = 16, interval_ms: float = 20.0, content_hint: bool = False
+) -> bytes:
+    """The request every target gets. ``content_hint`` also writes the stream interval into the
+    message (``bench-interval-ms:N``), for proxies that forward neither ``metadata`` nor ``user``
+    (LiteLLM); the mock reads either."""
+    content = "Say hello."
+    if stream and content_hint:
+        content += f" [bench-interval-ms:{interval_ms:g}]"
     body: dict[str, object] = {
         "model": "chat",
-        "messages": [{"role": "user", "content": "Say hello."}],
+        "messages": [{"role": "user", "content": content}],
         "max_tokens": tokens,
     }
     if stream:
@@ -35,10 +44,10 @@ def chat_body(*, stream: bool = False, tokens: int = 16, interval_ms: float = 20
     return orjson.dumps(body)
 
 
-def _request(host: str, port: int, path: str, body: bytes) -> bytes:
+def _request(host: str, port: int, path: str, body: bytes, token: str = "bench") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Accept: application/json\r\nAuthorization: Bearer bench\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"Accept: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 
@@ -114,10 +123,18 @@ class LoadResult:
     statuses: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
     sample: bytes = b""
+    # Answers that arrived inside the window, whenever they were sent: the served rate even when one
+    # answer takes longer than the window (a saturated server at high concurrency).
+    completed_in_window: int = 0
+    warmup_seconds: float = 0.0
 
     @property
     def rps(self) -> float:
         return len(self.latencies_ns) / self.seconds if self.seconds else 0.0
+
+    @property
+    def served_rps(self) -> float:
+        return self.completed_in_window / self.seconds if self.seconds else 0.0
 
 
 async def run_load(
@@ -129,15 +146,21 @@ async def run_load(
     warmup: float,
     path: str = "/v1/chat/completions",
     body: bytes | None = None,
+    token: str = "bench",
+    drain: float = 30.0,
+    warm_all: bool = False,
     on_window: Callable[[bool], None] | None = None,
 ) -> LoadResult:
     """``concurrency`` closed-loop clients for ``warmup`` + ``seconds``; only the window is counted.
 
     ``on_window(True)`` is called when the counted window opens and ``on_window(False)`` when it
-    closes, so the caller can read CPU and memory counters over exactly that window.
+    closes, so the caller can read CPU and memory counters over exactly that window. With
+    ``warm_all`` the warm-up also lasts until every connection has had one answer (at most
+    ``drain / 2`` s), and the window lasts at least as long as that took, so that a server slower
+    than the window is measured over a whole cycle of its connections, in its steady state.
     """
     loop = asyncio.get_running_loop()
-    request = _request(host, port, path, body if body is not None else chat_body())
+    request = _request(host, port, path, body if body is not None else chat_body(), token)
     clients = []
     for _ in range(concurrency):
         _, client = await loop.create_connection(_Client, host, port)
@@ -145,48 +168,69 @@ async def run_load(
     result = LoadResult()
     now = time.perf_counter_ns
     start = now()
-    window_open = start + int(warmup * 1e9)
-    window_close = window_open + int(seconds * 1e9)
+    # [open, close] of the counted window, in perf_counter ns; ``warm_all`` may move it later.
+    bounds = [start + int(warmup * 1e9), start + int((warmup + seconds) * 1e9)]
     latencies = result.latencies_ns
+    answered: set[int] = set()  # lanes that have had one answer (for ``warm_all``)
+    all_answered = asyncio.Event()
 
-    async def worker(client: _Client) -> None:
+    async def worker(lane: int, client: _Client) -> None:
         while True:
             sent = now()
-            if sent >= window_close:
+            if sent >= bounds[1]:
                 return
             try:
                 status, answer = await client.send(request)
             except (ConnectionError, OSError, ValueError):
                 result.errors += 1
+                all_answered.set()  # a dead lane will never answer: do not wait for it
                 return
             done = now()
+            if lane not in answered:
+                answered.add(lane)
+                if len(answered) == len(clients):
+                    all_answered.set()
+            opened, closed = bounds
+            if opened <= done < closed:
+                result.completed_in_window += 1
             if status != 200:
                 result.statuses[status] = result.statuses.get(status, 0) + 1
                 result.errors += 1
                 if not result.sample:
                     result.sample = answer[:300]
-            elif sent >= window_open:  # counted by send time, so slow answers are not cut off
+            elif sent >= opened:  # counted by send time, so slow answers are not cut off
                 latencies.append(done - sent)
                 if not result.sample:
                     result.sample = answer[:300]
 
     async def window() -> None:
         await asyncio.sleep(warmup)
+        span = seconds
+        if warm_all:  # a saturated server takes c / rate seconds to answer every lane once
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_answered.wait(), drain / 2)
+            # ... and may answer a whole cycle at once (asyncio interleaves all requests, so they
+            # finish together): the window lasts at least one such cycle.
+            span = max(seconds, (now() - start) / 1e9)
+            bounds[0] = now()
+            bounds[1] = bounds[0] + int(span * 1e9)
+        result.warmup_seconds = (bounds[0] - start) / 1e9
+        result.seconds = span
         if on_window is not None:
             on_window(True)
-        await asyncio.sleep(seconds)
+        await asyncio.sleep(span)
         if on_window is not None:
             on_window(False)
 
     try:
         await asyncio.wait_for(
-            asyncio.gather(window(), *(worker(c) for c in clients)), timeout=warmup + seconds + 30
+            asyncio.gather(window(), *(worker(i, c) for i, c in enumerate(clients))),
+            timeout=warmup + seconds + drain * (2.5 if warm_all else 1),
         )
     finally:
         for client in clients:
             if client.transport is not None:
                 client.transport.close()
-    result.seconds = seconds
     return result
 
 
@@ -194,6 +238,8 @@ async def run_load(
 class StreamResult:
     ttft_ns: list[int] = field(default_factory=list)
     total_ns: list[int] = field(default_factory=list)
+    # Gaps between successive reads of a stream after its first data (with ``gaps=True``).
+    gaps_ns: list[int] = field(default_factory=list)
     errors: int = 0
     incomplete: int = 0
     peak_open: int = 0
@@ -209,15 +255,19 @@ async def run_streams(
     ramp: float = 0.0,
     once: bool = False,
     limit: float | None = None,
+    token: str = "bench",
+    content_hint: bool = False,
+    gaps: bool = False,
 ) -> StreamResult:
     """``concurrency`` streams at a time for ``seconds`` (or each exactly once with ``once``).
 
     ``ramp`` spreads the start of the streams over that many seconds. A stream counts when it ends
     with ``data: [DONE]``; its TTFT is the time to the first ``data:`` bytes. After ``limit``
-    seconds, streams still open are abandoned and counted as incomplete.
+    seconds, streams still open are abandoned and counted as incomplete. ``gaps`` records the time
+    between successive network reads of each completed stream (inter-chunk latency).
     """
-    body = chat_body(stream=True, tokens=tokens, interval_ms=interval_ms)
-    headers = {"content-type": "application/json", "authorization": "Bearer bench"}
+    body = chat_body(stream=True, tokens=tokens, interval_ms=interval_ms, content_hint=content_hint)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {token}"}
     result = StreamResult()
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     timeout = aiohttp.ClientTimeout(total=seconds + tokens * interval_ms / 1000 + 60)
@@ -228,7 +278,8 @@ async def run_streams(
     async def one(session: aiohttp.ClientSession) -> None:
         nonlocal open_streams
         sent = now()
-        first = 0
+        first = last = 0
+        mine: list[int] = []
         tail = b""
         open_streams += 1
         result.peak_open = max(result.peak_open, open_streams)
@@ -240,7 +291,11 @@ async def run_streams(
                     return
                 async for data in response.content.iter_any():
                     if not first and b"data:" in data:
-                        first = now()
+                        first = last = now()
+                    elif first and gaps:
+                        at = now()
+                        mine.append(at - last)
+                        last = at
                     tail = (tail + data)[-64:]
         except (aiohttp.ClientError, OSError, TimeoutError):
             result.errors += 1
@@ -255,6 +310,7 @@ async def run_streams(
             return
         result.ttft_ns.append(first - sent)
         result.total_ns.append(now() - sent)
+        result.gaps_ns.extend(mine)
 
     async def lane(session: aiohttp.ClientSession, index: int) -> None:
         if ramp:

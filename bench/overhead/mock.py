@@ -6,6 +6,8 @@ the load generator, and must not be what limits a run. It answers ``POST .../cha
 with one fixed small ``chat.completion`` JSON, or, when the body asks for ``"stream":true``, with an
 SSE stream whose first event carries the first token at once and whose other events follow every
 ``metadata.bench_interval_ms`` (``max_tokens`` events in all), then a usage chunk and ``[DONE]``.
+Proxies that keep ``metadata`` (and ``user``) for themselves, as LiteLLM does, still forward the
+messages, so ``bench-interval-ms:N`` anywhere in the body sets the interval too.
 
     python -m bench.overhead.mock --port 18000
 """
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 from typing import Any, cast
 
 import orjson
 
 __all__ = ["CHAT_ANSWER", "main", "serve"]
+
+_INTERVAL_HINT = re.compile(rb"bench-interval-ms:([0-9.]+)")
 
 CHAT_ANSWER = orjson.dumps(
     {
@@ -131,12 +136,14 @@ class _Mock(asyncio.Protocol):
         elif b'"stream":true' not in body:
             transport.write(_JSON_RESPONSE)
         else:
-            self._stream(transport, orjson.loads(body))
+            self._stream(transport, body)
 
-    def _stream(self, transport: asyncio.Transport, request: dict[str, Any]) -> None:
+    def _stream(self, transport: asyncio.Transport, body: bytes) -> None:
+        request: dict[str, Any] = orjson.loads(body)
         tokens = max(1, int(request.get("max_tokens") or 20))
         metadata = request.get("metadata") or {}
-        interval = float(metadata.get("bench_interval_ms", 20)) / 1000
+        hint = _INTERVAL_HINT.search(body)
+        interval = float(metadata.get("bench_interval_ms", hint.group(1) if hint else 20)) / 1000
         transport.write(_SSE_HEAD + _FIRST)
         loop = asyncio.get_running_loop()
         for i in range(1, tokens):

@@ -27,7 +27,10 @@ COLORS = {
 }
 
 
-def _bars(ax: Any, rows: Json, keys: tuple[str, str], labels: tuple[str, str], unit: str) -> None:
+def _bars(
+    ax: Any, rows: Json, keys: tuple[str, str], labels: tuple[str, str], unit: str, colors: Json | None = None
+) -> None:
+    colors = colors or COLORS
     targets = list(rows)
     width = 0.38
     for i, target in enumerate(targets):
@@ -38,7 +41,7 @@ def _bars(ax: Any, rows: Json, keys: tuple[str, str], labels: tuple[str, str], u
                 x,
                 value,
                 width,
-                color=COLORS.get(target, "#999"),
+                color=colors.get(target, "#999"),
                 alpha=1.0 if j == 0 else 0.55,
                 hatch="" if j == 0 else "//",
                 edgecolor="white" if j == 0 else "black",
@@ -57,13 +60,14 @@ def _bars(ax: Any, rows: Json, keys: tuple[str, str], labels: tuple[str, str], u
     ax.grid(axis="y", alpha=0.3, which="both")
 
 
-def _cdf(ax: Any, result: Json, phase: str, conc: str, title: str) -> None:
+def _cdf(ax: Any, result: Json, phase: str, conc: str, title: str, colors: Json | None = None) -> None:
+    colors = colors or COLORS
     qs = result["meta"]["curve_quantiles"]
     for key, values in result["curves"].items():
         p, c, target = key.split("/")
         if p != phase or c != conc:
             continue
-        ax.plot(values, [q * 100 for q in qs], label=target, color=COLORS.get(target), linewidth=1.3)
+        ax.plot(values, [q * 100 for q in qs], label=target, color=colors.get(target), linewidth=1.3)
     ax.set_xscale("log")
     ax.set_xlabel("latency, ms (log)" if phase == "nonstream" else "time to first token, ms (log)")
     ax.set_ylabel("percentile")

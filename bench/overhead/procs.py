@@ -19,7 +19,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Fleet", "Proc", "core_busy_seconds", "cpu_seconds", "free_port", "rss_mb", "self_cpu_seconds"]
+__all__ = [
+    "Fleet",
+    "Proc",
+    "core_busy_seconds",
+    "cpu_seconds",
+    "free_port",
+    "rss_detail_mb",
+    "rss_mb",
+    "self_cpu_seconds",
+]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -57,6 +66,18 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def rss_detail_mb(pid: int) -> dict[str, float]:
+    """VmRSS split into anonymous memory (the heap) and file-backed pages (the mapped interpreter,
+    shared libraries): the kernel may page the latter out of an idle process, so RSS can shrink."""
+    fields = {"VmRSS:": "rss", "RssAnon:": "anon", "RssFile:": "file", "RssShmem:": "shmem"}
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key = line.split(None, 1)[0] if line else ""
+        if key in fields:
+            out[fields[key]] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
 @dataclass
 class Proc:
     name: str
@@ -81,8 +102,16 @@ class Fleet:
     procs: list[Proc] = field(default_factory=list)
 
     def start(
-        self, name: str, argv: list[str], *, port: int, core: int, env: dict[str, str] | None = None
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        port: int,
+        core: int,
+        env: dict[str, str] | None = None,
+        executable: str | None = None,
     ) -> Proc:
+        """Start ``executable argv`` (default: this Python) pinned to ``core``, output to a log."""
         log = self.workdir / f"{name}.log"
 
         def pin() -> None:  # runs in the child before exec, so every thread it starts inherits it
@@ -90,7 +119,7 @@ class Fleet:
 
         with log.open("wb") as out:
             popen = subprocess.Popen(
-                [sys.executable, *argv],
+                [executable or sys.executable, *argv],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -36,7 +37,7 @@ from . import analysis, loadgen, memory, profile
 from .procs import Fleet, Proc, core_busy_seconds, cpu_seconds, free_port, rss_mb, self_cpu_seconds
 from .sidecar_proc import grpc_front_present
 
-__all__ = ["Plan", "main"]
+__all__ = ["Plan", "execute", "main", "pool_curves"]
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_CORE, SERVER_CORE = 0, 1
@@ -122,6 +123,13 @@ class Bench:
         self.targets: dict[str, Proc | None] = {}
         self.segments: list[Json] = []
         self.rss: dict[str, Json] = {}
+        # What bench.peers changes: the bearer token every target gets (LiteLLM checks a master
+        # key), the stream interval written into the message as well (LiteLLM forwards neither
+        # metadata nor user), inter-chunk gaps, the phase name and how long a segment may drain.
+        self.token = "bench"
+        self.content_hint = False
+        self.drain = 30.0
+        self.warm_all = False
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -172,7 +180,7 @@ class Bench:
         # Prove every target answers correctly before measuring anything.
         for name in self.targets:
             result = await loadgen.run_load(
-                "127.0.0.1", self._port(name), concurrency=1, seconds=0.2, warmup=0.0
+                "127.0.0.1", self._port(name), concurrency=1, seconds=0.2, warmup=0.0, token=self.token
             )
             if result.errors or b"chat.completion" not in result.sample:
                 raise RuntimeError(
@@ -215,7 +223,7 @@ class Bench:
 
     # -- phases ---------------------------------------------------------------------------------
 
-    async def nonstream(self, rnd: int, concurrency: int, target: str) -> None:
+    async def nonstream(self, rnd: int, concurrency: int, target: str, *, phase: str = "nonstream") -> None:
         marks: list[tuple[float, ...]] = []
 
         def on_window(_opening: bool) -> None:
@@ -228,6 +236,7 @@ class Bench:
             result = await loadgen.run_load(
                 "127.0.0.1", self._port(target), concurrency=concurrency,
                 seconds=self.plan.seconds, warmup=self.plan.warmup, on_window=on_window,
+                token=self.token, drain=self.drain, warm_all=self.warm_all,
             )  # fmt: skip
         finally:
             stop.set()
@@ -237,7 +246,7 @@ class Bench:
         n = len(result.latencies_ns)
         own = (s1 - s0) if self.targets[target] is not None else (m1 - m0)
         row: Json = {
-            "phase": "nonstream",
+            "phase": phase,
             "round": rnd,
             "concurrency": concurrency,
             "target": target,
@@ -245,6 +254,8 @@ class Bench:
             "errors": result.errors,
             "statuses": {str(k): v for k, v in result.statuses.items()},
             "rps": result.rps,
+            "served_rps": result.served_rps,
+            "warmup_seconds": result.warmup_seconds,
             "cpu_us_per_request": own / n * 1e6 if n else float("nan"),
             "server_core_busy": (s1 - s0) / wall if self.targets[target] is not None else float("nan"),
             "load_core_busy": ((m1 - m0) + (l1 - l0)) / wall,
@@ -259,7 +270,7 @@ class Bench:
         if target in self.rss:
             self.rss[target]["peak"] = max(self.rss[target]["peak"], peak[0])
         self.progress.step(
-            f"round {rnd + 1} c={concurrency:<3d} {target:<16s} {result.rps:7.0f} req/s  "
+            f"{phase} round {rnd + 1} c={concurrency:<3d} {target:<16s} {result.rps:7.0f} req/s  "
             f"p50 {row['p50_ms']:6.3f} ms  p99 {row['p99_ms']:6.3f} ms  "
             f"cpu {row['cpu_us_per_request']:5.0f} µs/req  cores: load {row['load_core_busy']:.0%}"
             f"+{row['load_core_foreign']:.0%} foreign, server {row['server_core_busy']:.0%}"
@@ -275,6 +286,7 @@ class Bench:
             concurrency=plan.stream_concurrency, seconds=plan.stream_seconds,
             tokens=plan.stream_tokens, interval_ms=plan.stream_interval_ms, limit=plan.stream_seconds + 10,
             ramp=plan.stream_tokens * plan.stream_interval_ms / 1000,  # desynchronise the lanes
+            token=self.token, content_hint=self.content_hint,
         )  # fmt: skip
         after = self._cpu(target)
         own = (after[0] - before[0]) if self.targets[target] is not None else (after[1] - before[1])
@@ -315,15 +327,21 @@ class Bench:
                 f"http://127.0.0.1:{self._port(target)}/v1/chat/completions",
                 concurrency=plan.many_streams, seconds=0.0, tokens=plan.many_tokens,
                 interval_ms=plan.many_interval_ms, ramp=1.0, once=True, limit=plan.many_limit,
+                token=self.token, content_hint=self.content_hint, gaps=True,
             )  # fmt: skip
         finally:
             stop.set()
             await sampler
         wall, after = time.monotonic() - t0, self._cpu(target)
         ttft = analysis.latency_stats(result.ttft_ns)
+        gap = analysis.latency_stats(result.gaps_ns)
         row: Json = {
             "target": target,
             "concurrency": plan.many_streams,
+            "interval_ms": plan.many_interval_ms,
+            "gap_p50_ms": gap["p50_ms"],
+            "gap_p99_ms": gap["p99_ms"],
+            "gap_max_ms": gap["max_ms"],
             "peak_open": result.peak_open,
             "completed": ttft["n"],
             "errors": result.errors,
@@ -446,13 +464,38 @@ def _steps(plan: Plan) -> int:
     return steps + (4 if plan.many_streams else 0) + (3 if plan.profile_seconds else 0)
 
 
-def _pool(segments: list[Json]) -> Json:
-    """Quantile curves of all rounds pooled, per phase/concurrency/target (for the CDF plot)."""
+def pool_curves(segments: list[Json]) -> Json:
+    """Quantile curves of all rounds pooled, per phase/concurrency/target (for the CDF plot); the raw
+    samples are dropped from the segments (they would make the JSON huge)."""
     curves: Json = {}
     for s in segments:
         key = f"{s['phase']}/{s['concurrency']}/{s['target']}"
-        curves.setdefault(key, []).extend(s.get("_latencies") or s.get("_ttft") or [])
+        curves.setdefault(key, []).extend(s.pop("_latencies", None) or s.pop("_ttft", None) or [])
     return {key: analysis.curve(values) for key, values in curves.items()}
+
+
+def execute(body: Callable[[Path, Fleet], Awaitable[Json]], *, deadline: float) -> Json:
+    """Run ``body(workdir, fleet)`` under uvloop with a hard deadline; every process it started stops.
+
+    On a failure, the tail of each server's log is printed before the work directory goes.
+    """
+    with tempfile.TemporaryDirectory(prefix="llmroute-bench-") as tmp:
+        fleet = Fleet(Path(tmp))
+        try:
+            import uvloop
+
+            return uvloop.run(asyncio.wait_for(body(Path(tmp), fleet), timeout=deadline))
+        except TimeoutError:
+            raise SystemExit(f"bench: the run passed its {deadline:.0f}s deadline and was stopped") from None
+        except BaseException:
+            for log in sorted(Path(tmp).glob("*.log")):
+                with contextlib.suppress(OSError):
+                    print(
+                        f"--- {log.name} (tail)\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr
+                    )
+            raise
+        finally:
+            fleet.stop()
 
 
 def run(plan: Plan, *, out: Path, img_dir: Path, quick: bool, nice: int = 0) -> Json:
@@ -466,22 +509,8 @@ def run(plan: Plan, *, out: Path, img_dir: Path, quick: bool, nice: int = 0) -> 
     started = dt.datetime.now(dt.UTC)
     progress = Progress(_steps(plan))
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="llmroute-bench-") as tmp:
-        fleet = Fleet(Path(tmp))
-        try:
-            import uvloop
-
-            raw = uvloop.run(asyncio.wait_for(_run(plan, Path(tmp), progress, fleet), timeout=plan.deadline))
-        except TimeoutError:
-            raise SystemExit(
-                f"bench: the run passed its {plan.deadline:.0f}s deadline and was stopped"
-            ) from None
-        finally:
-            fleet.stop()
-    curves = _pool(raw["segments"])
-    for s in raw["segments"]:
-        s.pop("_latencies", None)
-        s.pop("_ttft", None)
+    raw = execute(lambda workdir, fleet: _run(plan, workdir, progress, fleet), deadline=plan.deadline)
+    curves = pool_curves(raw["segments"])
     result: Json = {
         "meta": {
             "started": started.isoformat(timespec="seconds"),
