@@ -178,9 +178,10 @@ def _other_benches() -> Json:
     data = json.loads(files[-1].read_text())
     out: Json = {"file": str(files[-1].relative_to(ROOT))}
     ack = data.get("apply_to_ack", {})
-    biggest = max(ack, key=int, default=None)
-    if biggest is not None:
-        out["propagation"] = {"sidecars": int(biggest), "p99_ms": ack[biggest]["apply_to_ack"]["p99_ms"]}
+    # The target names 1,000 sidecars; a run that measured more sizes still reports that one.
+    size = "1000" if "1000" in ack else max(ack, key=int, default=None)
+    if size is not None:
+        out["propagation"] = {"sidecars": int(size), "p99_ms": ack[size]["apply_to_ack"]["p99_ms"]}
     routes = data.get("routes_to_programmed")
     if routes:
         out["operator_scale"] = {"routes": routes.get("routes"), "seconds": routes.get("to_programmed_s")}

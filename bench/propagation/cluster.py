@@ -13,17 +13,23 @@ from typing import Any, TypeVar
 
 from kubernetes_asyncio import client, config
 
-__all__ = ["Api", "bench_route"]
+__all__ = ["Api", "bench_budget", "bench_route"]
 
 T = TypeVar("T")
 GROUP, VERSION = "llmroute.io", "v1alpha1"
 
 
 def bench_route(
-    namespace: str, name: str, *, model: str, backend_model: str, labels: dict[str, str]
+    namespace: str,
+    name: str,
+    *,
+    model: str,
+    backend_model: str,
+    labels: dict[str, str],
+    pricing: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """One small route: a logical model served by one OpenAI-compatible backend (no Secret needed)."""
-    return {
+    body: dict[str, Any] = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "LLMRoute",
         "metadata": {"name": name, "namespace": namespace},
@@ -39,6 +45,23 @@ def bench_route(
                     "region": "local",
                 }
             ],
+        },
+    }
+    if pricing is not None:
+        body["spec"]["backends"][0]["pricing"] = pricing
+    return body
+
+
+def bench_budget(namespace: str, name: str, *, route: str, hard_usd: float) -> dict[str, Any]:
+    """A daily LLMBudget with only a hard limit, scoped to one route."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "LLMBudget",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "scope": {"routes": [route]},
+            "period": {"type": "daily", "timezone": "UTC"},
+            "limits": {"hard": str(hard_usd), "currency": "USD"},
         },
     }
 
@@ -95,6 +118,14 @@ class Api:
     async def create_route(self, body: dict[str, Any]) -> None:
         ns = body["metadata"]["namespace"]
         await self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "llmroutes", body)
+
+    async def create_budget(self, body: dict[str, Any]) -> None:
+        ns = body["metadata"]["namespace"]
+        await self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "llmbudgets", body)
+
+    async def budget_status(self, namespace: str, name: str) -> dict[str, Any]:
+        answer = await self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "llmbudgets", name)
+        return dict(answer.get("status") or {})
 
     async def routes(self, namespace: str) -> list[dict[str, Any]]:
         answer = await self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "llmroutes")
