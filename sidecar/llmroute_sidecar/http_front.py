@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -32,6 +33,7 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE: web.AppKey[RouterService] = web.AppKey("service", RouterService)
 MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -86,11 +88,27 @@ async def _body(request: web.Request) -> bytes:
     return await request.read()
 
 
+def request_id(request: web.Request) -> str:
+    """This request's id: the app's ``x-request-id`` when it is a sane token, else a new one. It names
+    the usage and audit records and comes back in the response's ``x-request-id``, as OpenAI's does
+    (the SDK shows it as ``response._request_id``)."""
+    rid = request.get(REQUEST_ID)
+    if rid is None:
+        sent = request.headers.get("x-request-id", "")
+        ok = 0 < len(sent) <= 200 and sent.isascii() and sent.isprintable()
+        rid = request[REQUEST_ID] = sent if ok else uuid.uuid4().hex
+    return str(rid)
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault("x-request-id", request_id(request))
+
+
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse_chat(parse_json(await _body(request)))
     check_headers(request.headers)
     service = request.app[SERVICE]
-    hints = Hints.from_headers(request.headers, body)
+    hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
     if body.get("stream"):
         return await _stream(request, service, body, hints)
     response, meta = await service.chat(body, hints)
@@ -147,7 +165,8 @@ async def embeddings(request: web.Request) -> web.Response:
     body = parse_embeddings(parse_json(await _body(request)))
     check_headers(request.headers)
     service = request.app[SERVICE]
-    response, meta = await service.embeddings(body, Hints.from_headers(request.headers, body))
+    hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
+    response, meta = await service.embeddings(body, hints)
     return web.Response(body=orjson.dumps(response), content_type="application/json", headers=meta.headers())
 
 
@@ -169,6 +188,7 @@ def make_http_app(service: RouterService, *, max_body: int = DEFAULT_MAX_BODY) -
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE] = service
     app[MAX_BODY] = max_body
+    app.on_response_prepare.append(_echo_request_id)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)
     app.router.add_post("/v1/embeddings", embeddings)

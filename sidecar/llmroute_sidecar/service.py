@@ -75,7 +75,7 @@ class Hints:
     debug: bool = False  # x-llmroute-debug: 1 asks for the x-llmroute-decision header
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str], body: Json) -> Hints:
+    def from_headers(cls, headers: Mapping[str, str], body: Json, *, request_id: str = "") -> Hints:
         user = (
             headers.get("x-llmroute-user")
             or (body.get("user") if isinstance(body.get("user"), str) else "")
@@ -87,7 +87,7 @@ class Hints:
             tenant=headers.get("x-llmroute-tenant", ""),
             user=user,
             no_cache=headers.get("x-llmroute-no-cache", "").lower() in ("1", "true", "yes"),
-            request_id=headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request_id or headers.get("x-request-id") or uuid.uuid4().hex,
             idempotency_key=headers.get("idempotency-key", ""),
             headers=headers,
             debug=headers.get("x-llmroute-debug", "").lower() in ("1", "true", "yes"),

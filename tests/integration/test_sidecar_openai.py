@@ -415,3 +415,31 @@ async def test_azure_openai_backend(fake: FakeFactory, sidecar: SidecarFactory) 
     assert request.query["api-version"] == "2024-10-21"
     assert request.headers["api-key"] == "azure-key"
     assert "authorization" not in {k.lower() for k in request.headers}
+
+
+async def test_every_answer_carries_the_request_id_the_usage_record_names(
+    fake: FakeFactory, sidecar: SidecarFactory
+) -> None:
+    _, _, instance = await _two_backends(fake, sidecar)
+    client = client_for(instance)
+    instance.usage.drain()
+    chosen = await client.chat.completions.create(
+        model="chat",
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-request-id": "req-abc-1"},
+    )
+    assert chosen._request_id == "req-abc-1"
+    made = await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    assert made._request_id and len(made._request_id) == 32 and made._request_id != "req-abc-1"
+    assert [r.request_id for r in instance.usage.drain()] == ["req-abc-1", made._request_id]
+    # Errors and streams carry one too, and an unusable one sent by the app is replaced.
+    with pytest.raises(openai.NotFoundError) as missing:
+        await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert missing.value.request_id
+    stream = await client.chat.completions.with_raw_response.create(
+        model="chat", messages=[{"role": "user", "content": "hi"}], stream=True,
+        extra_headers={"x-request-id": "x" * 500},
+    )  # fmt: skip
+    assert len(stream.headers["x-request-id"]) == 32
+    async for _ in stream.parse():
+        pass
