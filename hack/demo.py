@@ -110,6 +110,7 @@ async def spend_control(base_url: str, primary: FakeProvider) -> None:
             retry_after = exc.response.headers.get("retry-after")
     show(f"statuses: {statuses}; Retry-After: {retry_after}s")
     expect(statuses[:5] == [200] * 5 and statuses[5:] == [429, 429], "5 answered, then 429 with Retry-After")
+    await client.close()  # before asyncio.run closes the loop, or its transports complain
 
 
 async def app_calls(base_url: str, primary: FakeProvider) -> None:
@@ -136,6 +137,7 @@ async def app_calls(base_url: str, primary: FakeProvider) -> None:
         f"x-llmroute-backend: {raw.headers.get('x-llmroute-backend')} (attempts {raw.headers.get('x-llmroute-attempts')})"
     )
     primary.set_faults(None)
+    await client.close()
 
 
 def config_version(admin: str) -> str | None:
