@@ -25,6 +25,9 @@ from .upstream import UPSTREAM_CLIENTS
 
 __all__ = ["main"]
 
+#: The longest a stop may take (SIGTERM to exit), inside Kubernetes' default 30 s grace.
+STOP_SECONDS = 25.0
+
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
@@ -165,8 +168,13 @@ async def _run(settings: Settings) -> int:
     if sidecar.source is not None:
         loop.add_signal_handler(signal.SIGHUP, sidecar.source.load)
     await stop.wait()
-    logging.getLogger("llmroute_sidecar").info("shutting down: draining in-flight requests")
-    await sidecar.stop()
+    log = logging.getLogger("llmroute_sidecar")
+    log.info("shutting down: draining in-flight requests")
+    try:
+        # Within Kubernetes' default 30 s grace: a step that hangs is cut, and logged, not waited on.
+        await asyncio.wait_for(sidecar.stop(), timeout=STOP_SECONDS)
+    except TimeoutError:
+        log.error("the stop took longer than %.0f s; exiting without the steps left", STOP_SECONDS)
     return 0
 
 

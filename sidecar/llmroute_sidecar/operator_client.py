@@ -19,7 +19,6 @@ exponential backoff. Nothing here imports kopf or the Kubernetes client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from typing import Any
@@ -38,6 +37,7 @@ from .usage_reporter import UsageReporter
 __all__ = ["Backoff", "ClientSettings", "NodeInfo", "OperatorClient"]
 
 log = logging.getLogger(__name__)
+_TEARDOWN_SECONDS = 5.0  # longest wait for a cancelled stream task to finish
 _INVALID_ARGUMENT = 3  # google.rpc.Code
 
 
@@ -85,8 +85,7 @@ class OperatorClient:
                 log.warning("stopping with %d usage records the operator has not acknowledged", left)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=2 * _TEARDOWN_SECONDS)
             self._task = None
 
     async def run(self) -> None:
@@ -166,7 +165,9 @@ class OperatorClient:
                 call.cancel()
                 if usage_task is not None:
                     usage_task.cancel()
-                    await asyncio.wait({usage_task})  # not `await usage_task`: that would eat our own cancel
+                    # Not `await usage_task`: that would eat our own cancel. Bounded: a write stuck in
+                    # gRPC's flow control must not hold a stopping sidecar forever.
+                    await asyncio.wait({usage_task}, timeout=_TEARDOWN_SECONDS)
         return accepted
 
     def _apply(self, response: dpb.ConfigResponse) -> dpb.ConfigRequest:
@@ -197,7 +198,7 @@ class OperatorClient:
             finally:
                 sender.cancel()
                 call.cancel()
-                await asyncio.wait({sender})
+                await asyncio.wait({sender}, timeout=_TEARDOWN_SECONDS)
             await asyncio.sleep(1.0)
 
 

@@ -213,15 +213,21 @@ class Sidecar:
     async def stop(self, grace: float = 5.0) -> None:
         # The fronts first: requests in flight finish, and their usage is recorded, before the
         # budget client gives unspent allowance back and the operator client hands the usage over.
+        # Each step is logged: a stop that hangs says where (the pod is killed at its grace anyway).
         if self._grpc is not None:
             from .grpc_front import stop_grpc
 
+            log.info("stopping: the gRPC front (in-flight calls get %.0f s)", grace)
             await stop_grpc(self._grpc, grace)
+        log.info("stopping: the HTTP fronts")
         for runner in self._runners:
             await runner.cleanup()
-        await self.policies.budgets.stop()  # gives unspent allowance back while the operator is there
+        log.info("stopping: giving unspent allowance back")
+        await self.policies.budgets.stop()  # while the operator is there
         if self.operator is not None:
+            log.info("stopping: handing the usage over to the operator")
             await self.operator.stop(drain_seconds=grace)
+        log.info("stopping: closing clients")
         for task in self._tasks:
             task.cancel()
         await self.upstream.close()
