@@ -121,10 +121,14 @@ def compile_config(
     pod_labels: Mapping[str, str] | None = None,
     region: str = "",
     generated_at: datetime | None = None,
+    include_spend: bool = True,
 ) -> CompileResult:
     """Compile the config one sidecar (in ``namespace``, with ``pod_labels``) runs from.
 
     ``pod_labels=None`` means "every route of the namespace" (a standalone sidecar).
+    ``include_spend=False`` leaves ``Budget.spent_micro_usd`` out (0): an operator-fed sidecar spends
+    leased allowance and never reads it, and keeping it out means a status write that only moves the
+    spend compiles to the same config, so it is not pushed to every sidecar (the operator's case).
     """
     config = pb.RouterConfig(namespace=namespace, region=region)
     result = CompileResult(config=config)
@@ -157,7 +161,7 @@ def compile_config(
     served = {r.name for r in config.routes}
     for budget in sorted(budgets, key=lambda b: str(b.metadata.get("name"))):
         if _namespace_of(budget.metadata) == namespace:
-            compiled = _budget(budget, served)
+            compiled = _budget(budget, served, include_spend=include_spend)
             if compiled is not None:
                 config.budgets.append(compiled)
     config.version = config_version(config)
@@ -358,7 +362,7 @@ def _resilience(resilience: Resilience) -> pb.Resilience:
     )
 
 
-def _budget(budget: LLMBudget, served_routes: set[str]) -> pb.Budget | None:
+def _budget(budget: LLMBudget, served_routes: set[str], *, include_spend: bool = True) -> pb.Budget | None:
     spec, status = budget.spec, budget.status
     scope = pb.BudgetScope(
         routes=spec.scope.routes or [],
@@ -379,7 +383,7 @@ def _budget(budget: LLMBudget, served_routes: set[str]) -> pb.Budget | None:
         failure_mode=_FAILURE_MODES[spec.failure_mode],
         hard_limit_micro_usd=hard,
         soft_limit_micro_usd=_micro(spec.limits.soft) if spec.limits.soft is not None else 0,
-        spent_micro_usd=spent,
+        spent_micro_usd=spent if include_spend else 0,
         period=spec.period.type,
         timezone=spec.period.timezone,
     )

@@ -12,7 +12,9 @@ from llmroute_operator.configserver import AuthError, ConfigHub, Identity
 from llmroute_operator.contracts import RouteSync
 from llmroute_operator.index import ClusterIndex
 from llmroute_operator.settings import OperatorSettings
+from llmroute_proto.api.budget import LLMBudgetStatus
 from llmroute_proto.api.loader import load_text
+from llmroute_proto.v1 import config_pb2 as pb
 from llmroute_proto.v1 import discovery_pb2 as dpb
 
 NS = "team-a"
@@ -319,3 +321,41 @@ async def test_a_label_change_pushes_the_config_the_new_labels_select(
     # And a label removed takes the route away again.
     assert h.relabel(NS, "web-1", "uid-web-1", {"app": "web"}) == 1
     assert [r.name for r in web.queue.get_nowait().config.routes] == []
+
+
+async def test_a_status_write_that_only_moves_the_spend_pushes_nothing(
+    hub: tuple[ConfigHub, ClusterIndex, Pods, Observer],
+) -> None:
+    """The leader writes spend every fraction of a second; only a state or period change is news."""
+    h, index, pods, _ = hub
+    apply(index, resources())
+    budget = load_text(
+        f"""
+apiVersion: llmroute.io/v1alpha1
+kind: LLMBudget
+metadata: {{name: team, namespace: {NS}}}
+spec:
+  scope: {{routes: [chat]}}
+  period: {{type: daily, timezone: UTC}}
+  limits: {{soft: "8", hard: "10"}}
+"""
+    ).budgets[0]
+
+    def put(spent: str, state: str) -> None:
+        status = LLMBudgetStatus.model_validate({"spent": spent, "state": state})
+        index.put_budget(NS, "team", budget.model_copy(update={"status": status}))
+
+    put("1", "Normal")
+    handle = await h.open(pods.add("chat-1", {"app": "chat"}), hello())
+    first = handle.queue.get_nowait()
+    assert first.config.budgets[0].spent_micro_usd == 0  # left out for operator-fed sidecars
+    h.answer(handle, dpb.ConfigRequest(version_info=first.version, response_nonce=first.nonce))
+    for spent in ("2", "3.5", "7.99"):
+        put(spent, "Normal")
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.1)
+    assert handle.queue.empty()
+    put("8.01", "SoftLimited")
+    await asyncio.sleep(0.15)
+    pushed = handle.queue.get_nowait()
+    assert pushed.config.budgets[0].state == pb.BUDGET_STATE_SOFT_LIMITED

@@ -257,6 +257,7 @@ class ConfigHub:
             budgets=view.budgets,
             pod_labels=labels,
             region=region,
+            include_spend=False,  # spend-only status writes then compile to the same config: no push
         )
 
     def _offer(self, handle: SessionHandle, result: CompileResult, changed_at: float) -> None:
