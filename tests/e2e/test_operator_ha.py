@@ -39,6 +39,7 @@ from llmroute_operator.devcluster.kubectl import Kubectl
 from llmroute_proto.v1 import peers_pb2 as ppb
 from llmroute_proto.v1 import peers_pb2_grpc as ppb_grpc
 
+from .ha_support import leaders, operator_replicas, spread_sidecar
 from .operator_process import OperatorProcess, status_of
 from .push_support import SidecarProcess, make_pod, poll
 from .test_operator_core import apply_crds
@@ -147,22 +148,7 @@ def stack(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
         kubectl.run("create", "serviceaccount", account, "-n", namespace)
     provider = FakeProvider("openai")
     provider.start_in_thread()
-    replicas: list[OperatorProcess] = []
-    for i in range(2):
-        token = make_pod(
-            kubectl, namespace, f"operator-{i}", {"app": "llmroute-operator"}, sa="llmroute-operator"
-        )
-        token_file = workdir / f"operator-{i}.token"
-        token_file.write_text(token)
-        replica = OperatorProcess(cluster.kubeconfig, workdir / f"operator-{i}.log")
-        replica.args = [
-            "--namespace", namespace,
-            "--leader-lease", LEASE, "--leader-lease-namespace", namespace,
-            "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca),
-            "--advertise-address", f"127.0.0.1:{replica.config_port}",
-            "--peer-token-file", str(token_file), "--peer-service-account", "llmroute-operator",
-        ]  # fmt: skip
-        replicas.append(replica)
+    replicas = operator_replicas(cluster, namespace, workdir, (ca, cert, key), lease=LEASE)
     kubectl.run("apply", "-f", "-", input=_resources(namespace, provider.base_url))
     state = Stack(kubectl, namespace, replicas, [], provider, ca)
     try:
@@ -179,9 +165,7 @@ def stack(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def _leaders(stack: Stack) -> list[int]:
-    return [
-        i for i, r in enumerate(stack.replicas) if r.alive() and r.metric("llmroute_operator_leader") == 1.0
-    ]
+    return leaders(stack.replicas)
 
 
 def _lease_holder(stack: Stack) -> str:
@@ -228,15 +212,11 @@ def test_each_replica_killed_in_turn_loses_and_doubles_nothing(stack: Stack) -> 
     assert first.get("/readyz")[0] == 200 and second.get("/readyz")[0] == 200  # both Ready
     assert first.process is not None and f"/{first.process.pid}-" in _lease_holder(stack)
 
-    ports = [r.config_port for r in stack.replicas]
     orders = [(0, 1), (1, 0), (1, 0)]  # two sidecars start on the replica that does not lead
     for i, order in enumerate(orders):
-        token = make_pod(stack.kubectl, stack.namespace, f"app-{i}", {"app": "chat"})
-        target_ = "ipv4:" + ",".join(f"127.0.0.1:{ports[j]}" for j in order)
-        sidecar = SidecarProcess(
-            f"app-{i}", stack.namespace, token, ports[order[0]], stack.ca, stack.replicas[0].log.parent,
-            extra_args=("--operator-server-name", "localhost", "--audit-log", "off"),
-            operator_target=target_,
+        sidecar = spread_sidecar(
+            stack.kubectl, stack.namespace, f"app-{i}", stack.replicas, order,
+            ca=stack.ca, workdir=stack.replicas[0].log.parent,
         )  # fmt: skip
         stack.sidecars.append(sidecar.start())
     poll(

@@ -37,8 +37,9 @@ from llmroute_fakes.server import FakeProvider
 from llmroute_operator.certs import make_dev_certificates
 from llmroute_operator.devcluster import target
 from llmroute_operator.devcluster.kubectl import Kubectl
+from tests.e2e.ha_support import leaders, operator_replicas, spread_sidecar
 from tests.e2e.operator_process import OperatorProcess, status_of
-from tests.e2e.push_support import SidecarProcess, make_pod, poll
+from tests.e2e.push_support import SidecarProcess, poll
 from tests.e2e.test_operator_core import apply_crds
 from tests.e2e.test_operator_ha import Traffic, _route
 
@@ -99,21 +100,12 @@ class Faults:
     workdir: Path
 
     def leaders(self) -> list[int]:
-        return [
-            i
-            for i, r in enumerate(self.replicas)
-            if r.alive() and r.metric("llmroute_operator_leader") == 1.0
-        ]
+        return leaders(self.replicas)
 
     def sidecar(self, i: int, order: tuple[int, int]) -> SidecarProcess:
-        ports = [r.config_port for r in self.replicas]
         name = f"app-{i}-{len(self.sidecars)}"  # a restarted sidecar is a new pod, as in a rollout
-        token = make_pod(self.kubectl, self.namespace, name, {"app": "chat"})
-        return SidecarProcess(
-            name, self.namespace, token, ports[order[0]], self.ca, self.workdir,
-            extra_args=("--operator-server-name", "localhost", "--audit-log", "off"),
-            operator_target="ipv4:" + ",".join(f"127.0.0.1:{ports[j]}" for j in order),
-        )  # fmt: skip
+        return spread_sidecar(self.kubectl, self.namespace, name, self.replicas, order, ca=self.ca,
+                              workdir=self.workdir)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -127,23 +119,10 @@ def faults(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) ->
         kubectl.run("create", "serviceaccount", account, "-n", namespace)
     provider = FakeProvider("openai")
     provider.start_in_thread()
-    replicas: list[OperatorProcess] = []
-    for i in range(2):
-        token = make_pod(
-            kubectl, namespace, f"operator-{i}", {"app": "llmroute-operator"}, sa="llmroute-operator"
-        )
-        token_file = workdir / f"operator-{i}.token"
-        token_file.write_text(token)
-        replica = OperatorProcess(cluster.kubeconfig, workdir / f"operator-{i}.log")
-        replica.args = [
-            "--namespace", namespace,
-            "--leader-lease", LEASE, "--leader-lease-namespace", namespace,
-            "--leader-lease-seconds", str(LEASE_SECONDS),
-            "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca),
-            "--advertise-address", f"127.0.0.1:{replica.config_port}",
-            "--peer-token-file", str(token_file), "--peer-service-account", "llmroute-operator",
-        ]  # fmt: skip
-        replicas.append(replica)
+    replicas = operator_replicas(
+        cluster, namespace, workdir, (ca, cert, key), lease=LEASE,
+        extra_args=("--leader-lease-seconds", str(LEASE_SECONDS)),
+    )  # fmt: skip
     kubectl.run("apply", "-f", "-", input=_resources(namespace, provider.base_url, "sk-first"))
     state = Faults(cluster, kubectl, namespace, replicas, [], provider, ca, workdir)
     try:
