@@ -219,3 +219,29 @@ def poll(predicate: Any, *, timeout: float = 30.0, interval: float = 0.02, what:
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def chat_route(namespace: str, model: str = "gpt-4o", *, endpoint: str = "http://127.0.0.1:9/v1") -> str:
+    """The Secret and the LLMRoute ``chat`` (pods with app=chat) that the config-server tests push:
+    one OpenAI backend; its ``model`` is what a test changes to make a new config."""
+    return f"""
+apiVersion: v1
+kind: Secret
+metadata: {{name: openai, namespace: {namespace}}}
+stringData: {{apiKey: sk-unused}}
+---
+apiVersion: llmroute.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: chat, namespace: {namespace}}}
+spec:
+  workloadSelector: {{matchLabels: {{app: chat}}}}
+  models: [{{name: chat, backends: [primary]}}]
+  backends:
+  - name: primary
+    provider: openai
+    model: {model}
+    endpoint: {endpoint}
+    region: us-east-1
+    credentialsRef: {{name: openai, key: apiKey}}
+    pricing: {{inputPerMillion: 1, outputPerMillion: 1}}
+"""

@@ -27,7 +27,7 @@ from llmroute_proto.v1 import discovery_pb2 as dpb
 from llmroute_proto.v1 import usage_pb2 as upb
 
 from .operator_process import OperatorProcess, status_of, wait_for
-from .push_support import RawClient, batch, make_pod
+from .push_support import RawClient, batch, chat_route, make_pod
 from .stream_support import ConfigStream, UsageStream
 from .test_operator_tls_reload import install_crds
 
@@ -46,27 +46,9 @@ GARBAGE = (b"\xff\xff\xff\xff", b"\x0a\x10short", b"\x08")  # bad tag, truncated
 
 
 def resources(namespace: str, model: str = "gpt-4o") -> str:
-    return f"""
-apiVersion: v1
-kind: Secret
-metadata: {{name: openai, namespace: {namespace}}}
-stringData: {{apiKey: sk-unused}}
----
-apiVersion: llmroute.io/v1alpha1
-kind: LLMRoute
-metadata: {{name: chat, namespace: {namespace}}}
-spec:
-  workloadSelector: {{matchLabels: {{app: chat}}}}
-  models: [{{name: chat, backends: [primary]}}]
-  backends:
-  - name: primary
-    provider: openai
-    model: {model}
-    endpoint: http://127.0.0.1:9/v1
-    region: us-east-1
-    credentialsRef: {{name: openai, key: apiKey}}
-    pricing: {{inputPerMillion: 1, outputPerMillion: 1}}
----
+    return (
+        chat_route(namespace, model)
+        + f"""---
 apiVersion: llmroute.io/v1alpha1
 kind: LLMBudget
 metadata: {{name: team, namespace: {namespace}}}
@@ -83,6 +65,7 @@ spec:
   period: {{type: daily, timezone: UTC}}
   limits: {{hard: "1000"}}
 """
+    )
 
 
 @dataclass

@@ -25,7 +25,7 @@ from llmroute_proto.v1 import discovery_pb2 as dpb
 from tests.tls_support import Authority, SecretVolume, served_serial
 
 from .operator_process import OperatorProcess, wait_for
-from .push_support import RawClient, make_pod
+from .push_support import RawClient, chat_route, make_pod
 from .stream_support import ConfigStream
 from .test_operator_core import apply_crds
 
@@ -46,30 +46,6 @@ def install_crds(kubectl: Kubectl) -> None:
             time.sleep(0.5)
 
 
-def route(namespace: str, model: str) -> str:
-    return f"""
-apiVersion: v1
-kind: Secret
-metadata: {{name: openai, namespace: {namespace}}}
-stringData: {{apiKey: sk-unused}}
----
-apiVersion: llmroute.io/v1alpha1
-kind: LLMRoute
-metadata: {{name: chat, namespace: {namespace}}}
-spec:
-  workloadSelector: {{matchLabels: {{app: chat}}}}
-  models: [{{name: chat, backends: [primary]}}]
-  backends:
-  - name: primary
-    provider: openai
-    model: {model}
-    endpoint: http://127.0.0.1:9/v1
-    region: us-east-1
-    credentialsRef: {{name: openai, key: apiKey}}
-    pricing: {{inputPerMillion: 1, outputPerMillion: 1}}
-"""
-
-
 @dataclass
 class Rig:
     kubectl: Kubectl
@@ -87,7 +63,7 @@ class Rig:
         )
 
     def push(self, model: str) -> None:
-        self.kubectl.run("apply", "-f", "-", input=route(self.namespace, model))
+        self.kubectl.run("apply", "-f", "-", input=chat_route(self.namespace, model))
 
 
 @pytest.fixture(scope="module")
