@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
 
 from .attempts import StreamBroken
+from .ids import new_id
 from .openai_api.errors import ApiError
 from .openai_api.headers import check_headers
 from .openai_api.validate import parse_chat, parse_embeddings, parse_json
@@ -96,7 +96,7 @@ def request_id(request: web.Request) -> str:
     if rid is None:
         sent = request.headers.get("x-request-id", "")
         ok = 0 < len(sent) <= 200 and sent.isascii() and sent.isprintable()
-        rid = request[REQUEST_ID] = sent if ok else uuid.uuid4().hex
+        rid = request[REQUEST_ID] = sent if ok else new_id()
     return str(rid)
 
 

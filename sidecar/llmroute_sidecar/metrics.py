@@ -7,11 +7,12 @@ through the bounded attribution counters of ``policy_metrics.py``.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
 from .health.report import MetricsListener
 from .load.metrics import LoadMetrics
 from .policy_metrics import PolicyMetrics, TenantLabels
+from .prom import Counter, Gauge, Histogram
 from .routing.metrics import RoutingMetrics
 
 __all__ = ["Metrics"]

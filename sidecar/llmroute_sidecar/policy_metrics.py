@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
+
+from .prom import Counter, Gauge
 
 __all__ = ["PolicyMetrics", "TenantLabels"]
 

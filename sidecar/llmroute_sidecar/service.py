@@ -15,7 +15,6 @@ import logging
 import random
 import struct
 import time
-import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -41,6 +40,7 @@ from .cache import (
 from .config.snapshot import BackendEntry, ModelEntry, Snapshot
 from .config.store import ConfigStore
 from .health import HealthBook, RouteHealth
+from .ids import new_id
 from .load import Coalescer, LoadLimits, LoadSettings, fingerprint, overloaded_error
 from .metrics import Metrics
 from .openai_api.errors import ApiError
@@ -69,7 +69,7 @@ class Hints:
     tenant: str = ""
     user: str = ""
     no_cache: bool = False
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str = field(default_factory=new_id)
     idempotency_key: str = ""  # Idempotency-Key: identical in-flight requests share one call
     headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)  # for rules
     debug: bool = False  # x-llmroute-debug: 1 asks for the x-llmroute-decision header
@@ -87,7 +87,7 @@ class Hints:
             tenant=headers.get("x-llmroute-tenant", ""),
             user=user,
             no_cache=headers.get("x-llmroute-no-cache", "").lower() in ("1", "true", "yes"),
-            request_id=request_id or headers.get("x-request-id") or uuid.uuid4().hex,
+            request_id=request_id or headers.get("x-request-id") or new_id(),
             idempotency_key=headers.get("idempotency-key", ""),
             headers=headers,
             debug=headers.get("x-llmroute-debug", "").lower() in ("1", "true", "yes"),

@@ -27,7 +27,6 @@ Translation, and what is approximated:
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
@@ -35,6 +34,7 @@ from urllib.parse import quote
 import orjson
 
 from ..aws.sigv4 import sign
+from ..ids import new_id
 from .base import Target, UpstreamRequest
 from .bedrock_stream import BedrockStreamDecoder, bedrock_usage, error_kind, stop_reason
 from .common import completion, encode, loads, retry_after
@@ -251,7 +251,7 @@ def _message(content: Any) -> tuple[Json, bool]:
         elif isinstance(tool_use := block.get("toolUse"), dict):
             calls.append(
                 {
-                    "id": tool_use.get("toolUseId") or f"call_{uuid.uuid4().hex[:24]}",
+                    "id": tool_use.get("toolUseId") or f"call_{new_id()[:24]}",
                     "type": "function",
                     "function": {
                         "name": tool_use.get("name", ""),
@@ -346,7 +346,7 @@ class BedrockAdapter:
             raise ProviderError(ErrorKind.PROTOCOL, "Converse answer has no output.message", provider=NAME)
         message, has_calls = _message(output["message"].get("content"))
         return completion(
-            id=f"chatcmpl-{uuid.uuid4().hex}",
+            id=f"chatcmpl-{new_id()}",
             model=model,
             message=message,
             finish_reason=stop_reason(parsed.get("stopReason"), has_calls),

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Any
 
 from ..aws.eventstream import EventStreamDecoder, EventStreamError, Message
+from ..ids import new_id
 from .common import chunk, loads, usage
 from .errors import ErrorKind, ProviderError
 
@@ -98,7 +98,7 @@ class BedrockStreamDecoder:
         self._frames = EventStreamDecoder()
         self._model = model
         self._include_usage = include_usage
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
+        self._id = f"chatcmpl-{new_id()}"
         self._created = int(time.time())
         self._finished = False
         self._usage: Json | None = None
@@ -179,7 +179,7 @@ class BedrockStreamDecoder:
         self._tool_index[int(payload.get("contentBlockIndex") or 0)] = index
         call = {
             "index": index,
-            "id": tool_use.get("toolUseId") or f"call_{uuid.uuid4().hex[:24]}",
+            "id": tool_use.get("toolUseId") or f"call_{new_id()[:24]}",
             "type": "function",
             "function": {"name": tool_use.get("name", ""), "arguments": ""},
         }

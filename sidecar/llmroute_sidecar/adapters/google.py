@@ -27,13 +27,13 @@ Translation, and what is approximated:
 from __future__ import annotations
 
 import mimetypes
-import uuid
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
+from ..ids import new_id
 from .base import Target, UpstreamRequest
 from .common import completion, encode, loads
 from .errors import ErrorKind, ProviderError
@@ -289,7 +289,7 @@ class GoogleAdapter:
             message["tool_calls"] = piece.tool_calls
             finish = "tool_calls" if finish == "stop" else finish
         return completion(
-            id=f"chatcmpl-{parsed.get('responseId') or uuid.uuid4().hex}",
+            id=f"chatcmpl-{parsed.get('responseId') or new_id()}",
             model=model,
             message=message,
             finish_reason=finish,

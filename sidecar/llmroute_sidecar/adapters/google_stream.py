@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from ..ids import new_id
 from .common import chunk, encode, loads, retry_after
 from .errors import ErrorKind, ProviderError, kind_for_status
 from .sse import SseParser
@@ -107,7 +107,7 @@ def gemini_error(status: int, headers: Mapping[str, str], body: bytes) -> Provid
 
 
 def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:24]}"
+    return f"call_{new_id()[:24]}"
 
 
 def gemini_usage(raw: Any) -> Json | None:
@@ -231,7 +231,7 @@ class GeminiStreamDecoder:
     def _on_response(self, response: Any) -> list[Json]:
         piece = read_response(response)
         if not self._id:
-            self._id = f"chatcmpl-{response.get('responseId') or uuid.uuid4().hex}"
+            self._id = f"chatcmpl-{response.get('responseId') or new_id()}"
         usage = gemini_usage(response.get("usageMetadata"))
         if usage is not None:
             self._usage = usage

@@ -16,13 +16,13 @@ still answers and still takes new answers; nothing waits on Redis.
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..ids import new_id
 from .keys import CacheKey
 from .memory import MemoryLRU
 from .redis_semantic import RedisSemantic
@@ -148,7 +148,7 @@ class ResponseCache:
         unit = unit_vector(vector)
         if value is None or unit is None:
             return
-        entry = uuid.uuid4().hex
+        entry = new_id()
         self._memory.put(("s", partition, entry), value, ttl)
         if self._shared is not None:
             await self._shared.add(partition, entry, unit, value, ttl)

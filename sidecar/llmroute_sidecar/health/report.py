@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from ..prom import Counter, Gauge
 from .breaker import State
 
 __all__ = ["HealthListener", "MetricsListener"]

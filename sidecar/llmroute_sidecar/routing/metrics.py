@@ -10,8 +10,9 @@ and region (value 1), so dashboards can group the per-backend series by region w
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
+from ..prom import Counter, Gauge
 from .decision import Decision
 
 __all__ = ["RoutingMetrics"]
