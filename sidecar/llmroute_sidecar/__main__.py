@@ -17,6 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .batch import WorkerSettings
 from .http_front import DEFAULT_MAX_BODY
 from .load import LoadSettings
 from .operator_settings import Backoff, ClientSettings
@@ -123,6 +124,27 @@ def build_parser() -> argparse.ArgumentParser:
         "buckets, never a failed request [LLMROUTE_REDIS_URL]",
     )
     parser.add_argument(
+        "--batch-concurrency",
+        type=int,
+        default=int(_env("LLMROUTE_BATCH_CONCURRENCY", "4") or 4),
+        help="batch lines this sidecar runs at once (with --redis-url); they queue behind every "
+        "interactive request at a backend [LLMROUTE_BATCH_CONCURRENCY]",
+    )
+    parser.add_argument(
+        "--batch-claim-idle-seconds",
+        type=float,
+        default=float(_env("LLMROUTE_BATCH_CLAIM_IDLE_SECONDS", "30") or 30),
+        help="a batch line its sidecar has not renewed for this long (it stopped or died) is taken "
+        "over by another [LLMROUTE_BATCH_CLAIM_IDLE_SECONDS]",
+    )
+    parser.add_argument(
+        "--batch-max-attempts",
+        type=int,
+        default=int(_env("LLMROUTE_BATCH_MAX_ATTEMPTS", "3") or 3),
+        help="attempts of a batch line on retryable answers (429, 5xx) before it is dead-lettered "
+        "[LLMROUTE_BATCH_MAX_ATTEMPTS]",
+    )
+    parser.add_argument(
         "--audit-log",
         default=_env("LLMROUTE_AUDIT_LOG", "-"),
         help='one JSON line per request: "-" for standard output, a file path, or "off" [LLMROUTE_AUDIT_LOG]',
@@ -219,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         upstream_client=args.upstream_client,
         load=LoadSettings(queue_factor=args.queue_factor),
         redis_url=args.redis_url,
+        batch=WorkerSettings(
+            concurrency=max(1, args.batch_concurrency),
+            claim_idle_seconds=max(1.0, args.batch_claim_idle_seconds),
+            max_attempts=max(1, args.batch_max_attempts),
+        ),
         audit_log=None if args.audit_log in ("", "off") else args.audit_log,
         cache_memory_bytes=int(args.cache_memory_mb * 2**20),
         metrics_tenants=tuple(t.strip() for t in args.metrics_tenants.split(",") if t.strip()),

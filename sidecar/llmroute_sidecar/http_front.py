@@ -1,6 +1,7 @@
 """The app-facing OpenAI-compatible HTTP server (``127.0.0.1:14080`` by default).
 
-Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``, ``GET /v1/models``.
+Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``, ``GET /v1/models``, and
+the Files and Batches endpoints of ``batch/http.py``.
 Everything the app can send, however malformed, gets an OpenAI error object with the right status
 and never a stack trace (the middleware catches what the handlers do not). A stream that breaks
 after its first byte ends with an explicit ``data: {"error": ...}`` event and no ``[DONE]``, which the
@@ -20,6 +21,8 @@ import orjson
 from aiohttp import web
 
 from .attempts import StreamBroken
+from .batch.http import add_batch_routes
+from .batch.store import BatchStore
 from .ids import new_id
 from .openai_api.errors import ApiError
 from .openai_api.headers import check_headers
@@ -183,7 +186,9 @@ async def model(request: web.Request) -> web.Response:
     raise ApiError(404, f"The model {name!r} does not exist here", param="model", code="model_not_found")
 
 
-def make_http_app(service: RouterService, *, max_body: int = DEFAULT_MAX_BODY) -> web.Application:
+def make_http_app(
+    service: RouterService, *, max_body: int = DEFAULT_MAX_BODY, batches: BatchStore | None = None
+) -> web.Application:
     # client_max_size guards bodies sent without Content-Length (chunked); _body() checks the rest early.
     app = web.Application(middlewares=[_errors], client_max_size=max_body)
     app[SERVICE] = service
@@ -195,4 +200,5 @@ def make_http_app(service: RouterService, *, max_body: int = DEFAULT_MAX_BODY) -
     app.router.add_post("/embeddings", embeddings)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/models/{name:.+}", model)
+    add_batch_routes(app, batches)
     return app

@@ -75,6 +75,13 @@ class Metrics:
             ["model", "status"],
             registry=r,
         )
+        self.batch_lines = Counter(
+            "llmroute_batch_lines",
+            "Batch lines by event: completed, failed (dead-lettered), skipped (cancelled batch), "
+            "retried (one more attempt), reclaimed (taken over from a sidecar that stopped).",
+            ["event"],
+            registry=r,
+        )
         self.stream_errors = Counter(
             "llmroute_stream_errors",
             "Streams ended with an error event after bytes were sent.",

@@ -4,7 +4,7 @@ Each fake provider (OpenAI-compatible, Anthropic, Gemini, Bedrock, Cohere) runs 
 ``llmroute-fake-provider`` process, and the sidecar as its own process, so the Hypothesis process
 that generates and sends requests competes with neither for the GIL. The sidecar has every
 request-path policy on: PII redaction with restore, exact and semantic cache, rate limits, a budget
-and the audit log with text. :class:`Tally` counts what was sent and what came back, for the
+and the audit log with text, and a real Redis (batches and files). :class:`Tally` counts what was sent and what came back, for the
 tier's final check (``test_policy_fuzz.py::test_the_run_sent_enough_requests``).
 """
 
@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from llmroute_fakes.protocols import make_protocol
+from tests.redis_support import RedisServer
 
 # Logical model -> the backend serving it; one model per provider protocol, chat and embeddings.
 CHAT_MODELS = ("chat", "chat-anthropic", "chat-google", "chat-bedrock", "chat-cohere")
@@ -187,7 +188,7 @@ def tally() -> Tally:
 
 
 @pytest.fixture(scope="session")
-def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
+def sidecar(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer) -> Iterator[Sidecar]:
     workdir = tmp_path_factory.mktemp("fuzz")
     fakes: list[subprocess.Popen[bytes]] = []
     endpoints: dict[str, str] = {}
@@ -206,7 +207,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sidecar]:
                     sys.executable, "-m", "llmroute_sidecar", "--config", str(config),
                     "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}",
                     "--admin-addr", f"127.0.0.1:{_free_port()}", "--audit-log", str(workdir / "audit.jsonl"),
-                    "--watch-seconds", "0",
+                    "--watch-seconds", "0", "--redis-url", redis_server.url,
                 ],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 preexec_fn=_bounded,

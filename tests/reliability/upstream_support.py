@@ -152,8 +152,9 @@ stringData: {{primary: sk-primary}}
 class SidecarProcess:
     """A real sidecar subprocess in standalone mode on ``resources``; ``stop()`` checks its log."""
 
-    def __init__(self, workdir: Path, resources: str) -> None:
+    def __init__(self, workdir: Path, resources: str, extra_args: tuple[str, ...] = ()) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "route.yaml"
         self.config.write_text(resources)
@@ -189,7 +190,7 @@ class SidecarProcess:
                     "--grpc-addr", f"127.0.0.1:{free_port()}",
                     "--admin-addr", f"127.0.0.1:{self.admin_port}",
                     "--audit-log", str(self.audit_path), "--watch-seconds", "0",
-                    "--log-level", "warning",
+                    "--log-level", "warning", *self.extra_args,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip

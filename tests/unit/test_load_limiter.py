@@ -204,6 +204,57 @@ async def test_premium_displaces_the_newest_standard_waiter_when_full() -> None:
     assert limiter.in_flight == 0 and limiter.queued == 0
 
 
+async def test_batch_lines_wait_behind_every_interactive_request() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=10)
+    held = await limiter.acquire()
+    order: list[str] = []
+
+    async def wait(name: str, priority: Priority) -> None:
+        slot = await limiter.acquire(priority, wait=5)
+        order.append(name)
+        await asyncio.sleep(0)
+        slot.release()
+
+    tasks = []
+    for name, priority in [
+        ("b1", Priority.BATCH),
+        ("s1", Priority.STANDARD),
+        ("b2", Priority.BATCH),
+        ("p1", Priority.PREMIUM),
+    ]:
+        tasks.append(asyncio.create_task(wait(name, priority)))
+        await _settle()
+    assert limiter.queued == 4 and limiter.queued_for(Priority.BATCH) == 2
+    held.release()
+    await asyncio.gather(*tasks)
+    assert order == ["p1", "s1", "b1", "b2"]
+
+
+async def test_a_full_queue_turns_a_batch_line_away_before_an_interactive_request() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=2)
+    held = await limiter.acquire()
+    s1 = asyncio.create_task(limiter.acquire(Priority.STANDARD, wait=5))
+    b1 = asyncio.create_task(limiter.acquire(Priority.BATCH, wait=5))
+    await _settle()
+    s2 = asyncio.create_task(limiter.acquire(Priority.STANDARD, wait=5))  # displaces the batch line
+    await _settle()
+    with pytest.raises(Saturated, match="displaced"):
+        await b1
+    with pytest.raises(Saturated, match="queue full"):  # a batch line displaces nobody
+        await limiter.acquire(Priority.BATCH, wait=5)
+    p1 = asyncio.create_task(limiter.acquire(Priority.PREMIUM, wait=5))  # then standard goes
+    await _settle()
+    with pytest.raises(Saturated, match="displaced"):
+        await s2
+    held.release()
+    (await p1).release()
+    (await s1).release()
+    assert limiter.in_flight == 0 and limiter.queued == 0
+    assert [priority_for(t) for t in ("batch", " Batch ", "premium", "", "bulk")] == [
+        Priority.BATCH, Priority.BATCH, Priority.PREMIUM, Priority.STANDARD, Priority.STANDARD,
+    ]  # fmt: skip
+
+
 async def test_standard_newcomer_is_refused_when_the_queue_is_full_of_premiums() -> None:
     limiter = BackendLimiter("b", limit=1, queue_size=1)
     held = await limiter.acquire()

@@ -7,12 +7,13 @@ attempt; ``service.py`` owns the :class:`LoadLimits` and the :class:`Coalescer`.
 from __future__ import annotations
 
 from .coalesce import Coalescer, fingerprint
-from .limiter import PREMIUM_TIERS, BackendLimiter, Priority, Saturated, Slot, priority_for
+from .limiter import BATCH_TIER, PREMIUM_TIERS, BackendLimiter, Priority, Saturated, Slot, priority_for
 from .metrics import LoadMetrics
 from .overload import overloaded_error
 from .registry import Gate, LoadLimits, LoadSettings
 
 __all__ = [
+    "BATCH_TIER",
     "PREMIUM_TIERS",
     "BackendLimiter",
     "Coalescer",

@@ -3,7 +3,8 @@
 One :class:`BackendLimiter` guards one backend on this sidecar. A request takes a :class:`Slot`
 before its upstream attempt and gives it back when the attempt ends (a stream keeps it until the
 stream ends). When every slot is taken the request waits in a short queue; premium requests are
-served before standard ones whenever a slot frees. Within a class the queue is fair between
+served before standard ones whenever a slot frees, and batch lines only when no interactive
+request waits. Within a class the queue is fair between
 tenants: each tenant's requests wait in their own FIFO and the tenants take turns, one request each
 (round robin by request), so one tenant's burst cannot starve another tenant's single request. When the queue is full the limiter refuses at
 once with :class:`Saturated`, which the attempt loop (``attempts.py``) reads as "try the next
@@ -27,6 +28,7 @@ from typing import Protocol
 from ..adapters.errors import ErrorKind, ProviderError
 
 __all__ = [
+    "BATCH_TIER",
     "PREMIUM_TIERS",
     "BackendLimiter",
     "LimiterObserver",
@@ -49,15 +51,23 @@ class Priority(IntEnum):
 
     PREMIUM = 0
     STANDARD = 1
+    BATCH = 2  # lines of a batch job (batch/worker.py): served only when no interactive request waits
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
 
+#: The tier the batch worker gives its lines; an app's ``x-llmroute-tier: batch`` asks for the same.
+BATCH_TIER = "batch"
+
+
 def priority_for(tier: str) -> Priority:
     """The queue class of a request from its ``x-llmroute-tier`` header."""
-    return Priority.PREMIUM if tier.strip().lower() in PREMIUM_TIERS else Priority.STANDARD
+    tier = tier.strip().lower()
+    if tier in PREMIUM_TIERS:
+        return Priority.PREMIUM
+    return Priority.BATCH if tier == BATCH_TIER else Priority.STANDARD
 
 
 class Saturated(ProviderError):
@@ -200,8 +210,8 @@ class BackendLimiter:
         self._clock = clock
         self._in_flight = 0
         # One fair queue per priority class; _counts holds the live numbers per class.
-        self._queues: tuple[_FairQueue, _FairQueue] = (_FairQueue(), _FairQueue())
-        self._counts = [0, 0]
+        self._queues = tuple(_FairQueue() for _ in Priority)
+        self._counts = [0 for _ in Priority]
         self._hold = _INITIAL_HOLD_S
 
     # -- state ----------------------------------------------------------------------------------
@@ -220,7 +230,7 @@ class BackendLimiter:
 
     @property
     def queued(self) -> int:
-        return self._counts[0] + self._counts[1]
+        return sum(self._counts)
 
     def queued_for(self, priority: Priority) -> int:
         return self._counts[priority]
@@ -249,7 +259,7 @@ class BackendLimiter:
 
     def try_acquire(self, priority: Priority = Priority.STANDARD) -> Slot | None:
         """A slot if one is free and nobody queues for it (no overtaking), else None."""
-        if (self._limit == 0 or self._in_flight < self._limit) and not (self._counts[0] or self._counts[1]):
+        if (self._limit == 0 or self._in_flight < self._limit) and not any(self._counts):
             return self._grant(0.0)
         return None
 
@@ -264,9 +274,7 @@ class BackendLimiter:
             return slot
         if wait is not None and wait <= 0:
             raise self._reject(priority, "queue_timeout")
-        if self.queued >= self._queue_size and not (
-            priority is Priority.PREMIUM and self._displace(Priority.STANDARD)
-        ):
+        if self.queued >= self._queue_size and not self._displace_below(priority):
             raise self._reject(priority, "queue_full")
         waiter = _Waiter(asyncio.get_running_loop().create_future(), priority, self._clock(), tenant)
         self._queues[priority].push(waiter)
@@ -298,7 +306,7 @@ class BackendLimiter:
     def _wake(self) -> None:
         """Hand free slots to waiters, premium first; within a class tenants in turn, each
         tenant's oldest first."""
-        while (self._counts[0] or self._counts[1]) and (self._limit == 0 or self._in_flight < self._limit):
+        while any(self._counts) and (self._limit == 0 or self._in_flight < self._limit):
             waiter = self._next_waiter()
             if waiter is None:  # counts and deques disagree: cannot happen, but never spin
                 break
@@ -331,6 +339,11 @@ class BackendLimiter:
         else:
             waiter.future.cancel()
         return None
+
+    def _displace_below(self, priority: Priority) -> bool:
+        """Make room for a ``priority`` waiter in a full queue by turning away one of the least
+        urgent class below it (batch first, then standard for a premium one)."""
+        return any(self._displace(lower) for lower in reversed(Priority) if lower > priority)
 
     def _displace(self, priority: Priority) -> bool:
         """Turn away a waiter of ``priority`` (the newest of the busiest tenant) to make room;
