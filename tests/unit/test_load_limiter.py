@@ -151,8 +151,8 @@ async def test_queue_wait_is_bounded() -> None:
     assert limiter.in_flight == 0
 
 
-async def test_premium_is_served_before_standard_fifo_within_a_class() -> None:
-    limiter = BackendLimiter("b", limit=1, queue_size=10)
+async def _served_order(limiter: BackendLimiter, queued: list[tuple[str, Priority]]) -> list[str]:
+    """Queue ``queued`` in turn behind one held slot, then free it: the names in the order served."""
     held = await limiter.acquire()
     order: list[str] = []
 
@@ -163,19 +163,22 @@ async def test_premium_is_served_before_standard_fifo_within_a_class() -> None:
         slot.release()
 
     tasks = []
-    for name, priority in [
-        ("s1", Priority.STANDARD),
-        ("s2", Priority.STANDARD),
-        ("p1", Priority.PREMIUM),
-        ("s3", Priority.STANDARD),
-        ("p2", Priority.PREMIUM),
-    ]:
+    for name, priority in queued:
         tasks.append(asyncio.create_task(wait(name, priority)))
         await _settle()
-    assert limiter.queued_for(Priority.PREMIUM) == 2 and limiter.queued_for(Priority.STANDARD) == 3
+    assert limiter.queued == len(queued)
+    for priority in Priority:
+        assert limiter.queued_for(priority) == sum(1 for _, p in queued if p is priority)
     held.release()
     await asyncio.gather(*tasks)
-    assert order == ["p1", "p2", "s1", "s2", "s3"]
+    return order
+
+
+async def test_premium_is_served_before_standard_fifo_within_a_class() -> None:
+    limiter = BackendLimiter("b", limit=1, queue_size=10)
+    queued = [("s1", Priority.STANDARD), ("s2", Priority.STANDARD), ("p1", Priority.PREMIUM),
+              ("s3", Priority.STANDARD), ("p2", Priority.PREMIUM)]  # fmt: skip
+    assert await _served_order(limiter, queued) == ["p1", "p2", "s1", "s2", "s3"]
 
 
 async def test_premium_displaces_the_newest_standard_waiter_when_full() -> None:
@@ -206,28 +209,13 @@ async def test_premium_displaces_the_newest_standard_waiter_when_full() -> None:
 
 async def test_batch_lines_wait_behind_every_interactive_request() -> None:
     limiter = BackendLimiter("b", limit=1, queue_size=10)
-    held = await limiter.acquire()
-    order: list[str] = []
-
-    async def wait(name: str, priority: Priority) -> None:
-        slot = await limiter.acquire(priority, wait=5)
-        order.append(name)
-        await asyncio.sleep(0)
-        slot.release()
-
-    tasks = []
-    for name, priority in [
+    queued = [
         ("b1", Priority.BATCH),
         ("s1", Priority.STANDARD),
         ("b2", Priority.BATCH),
         ("p1", Priority.PREMIUM),
-    ]:
-        tasks.append(asyncio.create_task(wait(name, priority)))
-        await _settle()
-    assert limiter.queued == 4 and limiter.queued_for(Priority.BATCH) == 2
-    held.release()
-    await asyncio.gather(*tasks)
-    assert order == ["p1", "s1", "b1", "b2"]
+    ]
+    assert await _served_order(limiter, queued) == ["p1", "s1", "b1", "b2"]
 
 
 async def test_a_full_queue_turns_a_batch_line_away_before_an_interactive_request() -> None:

@@ -11,7 +11,8 @@ nowhere to keep jobs that outlive the sidecar, and every call says so with a 400
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import BodyPartReader, web
@@ -27,6 +28,8 @@ __all__ = ["BATCHES", "add_batch_routes"]
 
 BATCHES: web.AppKey[BatchStore | None] = web.AppKey("batches", BatchStore)
 _MAX_FILENAME = 255
+T = TypeVar("T")
+Lookup = Callable[[BatchStore, str, str], Awaitable[T | None]]
 
 
 def _json(payload: Any, status: int = 200) -> web.Response:
@@ -113,32 +116,31 @@ async def list_files(request: web.Request) -> web.Response:
     return _json(_page(await store.list_files(tenant, after=after, limit=limit, purpose=purpose), limit))
 
 
-async def get_file(request: web.Request) -> web.Response:
+async def _owned(request: web.Request, kind: str, lookup: Lookup[T]) -> tuple[str, T]:
+    """The id in the path and what ``lookup(store, id, tenant)`` finds of the caller's tenant; 404
+    when it finds nothing (someone else's object looks like no object at all)."""
     store = _store(request)
     tenant, _user = _who(request)
-    file_id = request.match_info["file_id"]
-    meta = await store.file(file_id, tenant)
-    if meta is None:
-        raise not_found("file", file_id, "file_id")
+    param = f"{kind}_id"
+    object_id = request.match_info[param]
+    found = await lookup(store, object_id, tenant)
+    if found is None:
+        raise not_found(kind, object_id, param)
+    return object_id, found
+
+
+async def get_file(request: web.Request) -> web.Response:
+    _id, meta = await _owned(request, "file", BatchStore.file)
     return _json(meta)
 
 
 async def file_content(request: web.Request) -> web.Response:
-    store = _store(request)
-    tenant, _user = _who(request)
-    file_id = request.match_info["file_id"]
-    content = await store.file_content(file_id, tenant)
-    if content is None:
-        raise not_found("file", file_id, "file_id")
+    _id, content = await _owned(request, "file", BatchStore.file_content)
     return web.Response(body=content, content_type="application/octet-stream")
 
 
 async def delete_file(request: web.Request) -> web.Response:
-    store = _store(request)
-    tenant, _user = _who(request)
-    file_id = request.match_info["file_id"]
-    if not await store.delete_file(file_id, tenant):
-        raise not_found("file", file_id, "file_id")
+    file_id, _deleted = await _owned(request, "file", BatchStore.delete_file)
     return _json({"id": file_id, "object": "file", "deleted": True})
 
 
@@ -167,22 +169,12 @@ async def list_batches(request: web.Request) -> web.Response:
 
 
 async def get_batch(request: web.Request) -> web.Response:
-    store = _store(request)
-    tenant, _user = _who(request)
-    batch_id = request.match_info["batch_id"]
-    batch = await store.batch(batch_id, tenant)
-    if batch is None:
-        raise not_found("batch", batch_id, "batch_id")
+    _id, batch = await _owned(request, "batch", BatchStore.batch)
     return _json(batch)
 
 
 async def cancel_batch(request: web.Request) -> web.Response:
-    store = _store(request)
-    tenant, _user = _who(request)
-    batch_id = request.match_info["batch_id"]
-    batch = await store.cancel(batch_id, tenant)
-    if batch is None:
-        raise not_found("batch", batch_id, "batch_id")
+    _id, batch = await _owned(request, "batch", BatchStore.cancel)
     return _json(batch)
 
 

@@ -238,8 +238,9 @@ def output_line(line: InputLine, result: LineResult) -> bytes:
 def error_line(line: InputLine, result: LineResult, reason: str) -> bytes:
     """A line of the error file: the dead letter, with the reason it failed for good and the
     attempts it got; ``response`` carries the last answer when there was one."""
-    error = result.body.get("error") if isinstance(result.body.get("error"), dict) else {}
-    assert isinstance(error, dict)
+    error = result.body.get("error")
+    if not isinstance(error, dict):
+        error = {}
     code = error.get("code") if isinstance(error.get("code"), str) else reason
     message = error.get("message") if isinstance(error.get("message"), str) else reason
     return orjson.dumps(

@@ -15,6 +15,7 @@ marks the batch completed (or cancelled). Neighbours: ``objects.py`` shapes what
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -143,26 +144,38 @@ class BatchStore:
             return None
         return content.encode() if isinstance(content, str) else bytes(content)
 
-    async def delete_file(self, file_id: str, tenant: str) -> bool:
-        if await self.file(file_id, tenant) is None:
-            return False
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self._file_key(file_id))
-            pipe.zrem(self.prefix + "files", file_id)
-            await pipe.execute()
-        return True
+    async def delete_file(self, file_id: str, tenant: str) -> Json | None:
+        """The deleted file's metadata, or None when the tenant has no such file."""
+        meta = await self.file(file_id, tenant)
+        if meta is not None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._file_key(file_id))
+                pipe.zrem(self.prefix + "files", file_id)
+                await pipe.execute()
+        return meta
 
     async def list_files(self, tenant: str, *, after: str, limit: int, purpose: str = "") -> list[Json]:
-        """Newest first, like OpenAI's default order; ``after`` is the last id of the previous page."""
-        ids = [_text(i) for i in await self.redis.zrevrange(self.prefix + "files", 0, -1)]
+        async def visible(file_id: str) -> Json | None:
+            meta = await self.file(file_id, tenant)
+            return meta if meta is not None and (not purpose or meta["purpose"] == purpose) else None
+
+        return await self._page(self.prefix + "files", visible, after=after, limit=limit)
+
+    async def _page(
+        self, index: str, fetch: Callable[[str], Awaitable[Json | None]], *, after: str, limit: int
+    ) -> list[Json]:
+        """Up to ``limit`` + 1 objects of ``index`` (the extra one says has_more), newest first, like
+        OpenAI's default order; ``after`` is the last id of the previous page; ``fetch`` returns None
+        for an object the caller may not see."""
+        ids = [_text(i) for i in await self.redis.zrevrange(index, 0, -1)]
         if after in ids:
             ids = ids[ids.index(after) + 1 :]
         out: list[Json] = []
-        for file_id in ids:
-            meta = await self.file(file_id, tenant)
-            if meta is not None and (not purpose or meta["purpose"] == purpose):
-                out.append(meta)
-                if len(out) > limit:  # one more than asked says has_more
+        for object_id in ids:
+            item = await fetch(object_id)
+            if item is not None:
+                out.append(item)
+                if len(out) > limit:
                     break
         return out
 
@@ -241,17 +254,9 @@ class BatchStore:
         return {_text(k): _text(v) for k, v in raw.items()}
 
     async def list_batches(self, tenant: str, *, after: str, limit: int) -> list[Json]:
-        ids = [_text(i) for i in await self.redis.zrevrange(self.prefix + "batches", 0, -1)]
-        if after in ids:
-            ids = ids[ids.index(after) + 1 :]
-        out: list[Json] = []
-        for batch_id in ids:
-            item = await self.batch(batch_id, tenant)
-            if item is not None:
-                out.append(item)
-                if len(out) > limit:
-                    break
-        return out
+        return await self._page(
+            self.prefix + "batches", lambda batch_id: self.batch(batch_id, tenant), after=after, limit=limit
+        )
 
     async def cancel(self, batch_id: str, tenant: str) -> Json | None:
         """Cancelling: lines not started are skipped; lines running finish; then ``cancelled``."""
@@ -371,9 +376,6 @@ class BatchStore:
             return None
         return BatchInfo(_text(status), _text(endpoint), _text(tenant), _text(user))
 
-    async def status(self, batch_id: str) -> str:
-        return _text(await self.redis.hget(self._batch_key(batch_id), "status"))
-
     async def line(self, batch_id: str, index: int) -> InputLine | None:
         raw = await self.redis.hget(self._batch_key(batch_id) + ":in", str(index))
         if raw is None:
@@ -462,8 +464,3 @@ class BatchStore:
             pipe.expire(key + ":done", _DONE_TTL_SECONDS)  # still ignores a straggler's late record
             await pipe.execute()
         return True
-
-    async def pending(self) -> int:
-        """Entries read but not yet acknowledged, over all consumers."""
-        info = await self.redis.xpending(self.stream, GROUP)
-        return int(info["pending"]) if isinstance(info, dict) else 0

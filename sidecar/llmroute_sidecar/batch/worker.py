@@ -76,10 +76,6 @@ class BatchWorker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._running)
-
     async def start(self) -> None:
         await self.store.ensure_group()
         self._tasks = [asyncio.create_task(self._intake()), asyncio.create_task(self._renewals())]
