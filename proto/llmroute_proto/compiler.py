@@ -58,6 +58,10 @@ _PII_TYPES = {
     "iban": pb.PII_TYPE_IBAN,
     "ip": pb.PII_TYPE_IP,
 }
+_MEMORY_OVERFLOW = {
+    "sliding-window": pb.MEMORY_OVERFLOW_SLIDING_WINDOW,
+    "summarize": pb.MEMORY_OVERFLOW_SUMMARIZE,
+}
 _RATE_KEYS = {
     "user": pb.RATE_LIMIT_KEY_USER,
     "tenant": pb.RATE_LIMIT_KEY_TENANT,
@@ -260,6 +264,15 @@ def _route(route: LLMRoute, namespace: str) -> pb.Route:
         )
     if spec.audit is not None:
         out.audit.CopyFrom(pb.AuditPolicy(include_text=spec.audit.include_text))
+    if spec.memory is not None:
+        out.memory.CopyFrom(
+            pb.MemoryPolicy(
+                ttl=_duration(spec.memory.ttl),
+                max_tokens_per_tenant=spec.memory.max_tokens_per_tenant,
+                overflow=_MEMORY_OVERFLOW[spec.memory.overflow],
+                summarizer=spec.memory.summarizer or "",
+            )
+        )
     for limit in spec.rate_limits or []:
         out.rate_limits.append(
             pb.RateLimit(

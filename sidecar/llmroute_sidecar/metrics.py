@@ -82,6 +82,14 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self.memory_events = Counter(
+            "llmroute_memory_events",
+            "Conversation memory: stored messages left out by the sliding window (left_out), replaced by "
+            "a summary (summarized), conversations erased by the per-tenant bound (evicted), turns that "
+            "could not be stored (store_failed).",
+            ["route", "event"],
+            registry=r,
+        )
         self.stream_errors = Counter(
             "llmroute_stream_errors",
             "Streams ended with an error event after bytes were sent.",

@@ -67,6 +67,7 @@ class Request:
     semantic_vector: list[float] | None = None
     semantic_score: float = 0.0
     finished: bool = False
+    memory: Any = None  # memory.MemoryTurn when the request continues a stored conversation
 
     @property
     def route(self) -> str:
@@ -78,6 +79,8 @@ class Request:
             out["x-llmroute-downgraded"] = self.downgraded
         if self.charge is not None:
             out["x-llmroute-budgets"] = ",".join(self.charge.names)
+        if self.memory is not None:
+            out["x-llmroute-memory"] = self.memory.header()
         return out
 
 

@@ -1,4 +1,4 @@
-"""A route's request-path policies (rate limits, PII, cache, audit) in plain values, built once per config.
+"""A route's request-path policies (rate limits, PII, cache, audit, memory) in plain values, built once per config.
 
 ``service.py`` reads these for every request, so they are built from the protobuf ``Route`` once per
 config snapshot and cached by route identity (as ``attempts.Policy`` is for resilience).
@@ -12,7 +12,7 @@ from llmroute_proto.v1 import config_pb2 as pb
 
 from .ratelimit import LimitSpec
 
-__all__ = ["RoutePolicies"]
+__all__ = ["MemorySpec", "RoutePolicies"]
 
 _PII_TYPES = {
     pb.PII_TYPE_EMAIL: "email",
@@ -23,6 +23,16 @@ _PII_TYPES = {
     pb.PII_TYPE_IP: "ip",
 }
 _RATE_KEYS = {pb.RATE_LIMIT_KEY_USER: "user", pb.RATE_LIMIT_KEY_TENANT: "tenant"}
+
+
+@dataclass(frozen=True)
+class MemorySpec:
+    """``spec.memory``: how long and how much history is kept, and how an overlong one is cut."""
+
+    ttl_seconds: float = 86400.0
+    max_tokens_per_tenant: int = 1_000_000
+    summarize: bool = False  # else a sliding window
+    summarizer: str = ""  # logical model writing the summaries
 
 
 @dataclass(frozen=True)
@@ -38,6 +48,7 @@ class RoutePolicies:
     semantic_backend: str = ""
     semantic_any_temperature: bool = False
     audit_text: bool = False
+    memory: MemorySpec | None = None  # conversation memory; None: off
 
     @property
     def caching(self) -> bool:
@@ -80,4 +91,17 @@ class RoutePolicies:
             semantic_backend=semantic_backend,
             semantic_any_temperature=any_temperature,
             audit_text=route.HasField("audit") and route.audit.include_text,
+            memory=_memory(route),
         )
+
+
+def _memory(route: pb.Route) -> MemorySpec | None:
+    if not route.HasField("memory"):
+        return None
+    memory = route.memory
+    return MemorySpec(
+        ttl_seconds=memory.ttl.ToTimedelta().total_seconds() or 86400.0,
+        max_tokens_per_tenant=memory.max_tokens_per_tenant or 1_000_000,
+        summarize=memory.overflow == pb.MEMORY_OVERFLOW_SUMMARIZE and bool(memory.summarizer),
+        summarizer=memory.summarizer,
+    )

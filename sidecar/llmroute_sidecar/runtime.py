@@ -23,6 +23,7 @@ from .cache import ResponseCache
 from .config.store import ConfigStore
 from .http_front import DEFAULT_MAX_BODY, make_http_app
 from .load import LoadSettings
+from .memory import ConversationMemory, MemoryStore
 from .metrics import Metrics
 from .operator_settings import ClientSettings, NodeInfo
 from .policy_metrics import TenantLabels
@@ -105,6 +106,10 @@ class Sidecar:
             region=settings.region,
             load=settings.load,
             policies=self.policies,
+            memory=ConversationMemory(
+                MemoryStore(_redis_client(settings.redis_url, timeout=2.0)) if settings.redis_url else None,
+                events=self.metrics.memory_events,
+            ),
         )
         # Batch jobs live in the shared Redis, under this workload's scope, so that its replicas
         # share them; a client of their own: a stream read blocks for a second, and a batch write
@@ -262,6 +267,8 @@ class Sidecar:
             await self.redis.aclose()
         if self.batches is not None:
             await self.batches.redis.aclose()
+        if self.service.memory.store is not None:
+            await self.service.memory.store.redis.aclose()
         self.policies.audit.close()
 
 

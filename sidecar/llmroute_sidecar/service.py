@@ -42,9 +42,11 @@ from .config.store import ConfigStore
 from .health import HealthBook, RouteHealth
 from .ids import new_id
 from .load import Coalescer, LoadLimits, LoadSettings, fingerprint, overloaded_error
+from .memory import ConversationMemory
+from .memory.conversation import assistant_message
 from .metrics import Metrics
 from .openai_api.errors import ApiError
-from .openai_api.validate import error_for_unknown_model
+from .openai_api.validate import error_for_unknown_model, parse_chat
 from .ratelimit import RateLimiter
 from .request_policies import Request, RequestPolicies
 from .routing import Availability, Decision, LatencyEstimate, LatencyProbes, RoutingRefused, plan
@@ -73,6 +75,7 @@ class Hints:
     idempotency_key: str = ""  # Idempotency-Key: identical in-flight requests share one call
     headers: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)  # for rules
     debug: bool = False  # x-llmroute-debug: 1 asks for the x-llmroute-decision header
+    conversation: str = ""  # x-llmroute-conversation: continue this stored conversation (spec.memory)
 
     @classmethod
     def from_headers(cls, headers: Mapping[str, str], body: Json, *, request_id: str = "") -> Hints:
@@ -89,6 +92,7 @@ class Hints:
             no_cache=headers.get("x-llmroute-no-cache", "").lower() in ("1", "true", "yes"),
             request_id=request_id or headers.get("x-request-id") or new_id(),
             idempotency_key=headers.get("idempotency-key", ""),
+            conversation=headers.get("x-llmroute-conversation", ""),
             headers=headers,
             debug=headers.get("x-llmroute-debug", "").lower() in ("1", "true", "yes"),
         )
@@ -138,6 +142,7 @@ class RouterService:
         load: LoadSettings | None = None,
         region: str = "",
         policies: RequestPolicies | None = None,
+        memory: ConversationMemory | None = None,
     ) -> None:
         self.store = store
         self.upstream = upstream
@@ -168,6 +173,8 @@ class RouterService:
         # Budgets, rate limits, cache, PII and the audit log (request_policies.py); without one given,
         # in-process parts: a standalone sidecar's own budget count, local buckets, a memory cache.
         self.policies = policies or default_policies(metrics, usage)
+        # Conversation memory (memory/): without a shared Redis, requests naming a conversation get a 400.
+        self.memory = memory or ConversationMemory(None)
         if store.current is not None:
             self.policies.budgets.sync(store.current.config)
         store.on_swap(self._policies_swap)
@@ -177,6 +184,11 @@ class RouterService:
         self.policies.budgets.sync(snapshot.config)
 
     # -- lookup ---------------------------------------------------------------------------------
+
+    def namespace(self) -> str:
+        """The namespace this sidecar's routes live in (they all share the pod's)."""
+        routes = self._snapshot().config.routes
+        return routes[0].namespace if routes else ""
 
     def _snapshot(self) -> Snapshot:
         snapshot = self.store.current
@@ -358,6 +370,7 @@ class RouterService:
     async def _chat_once(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
         request = self._request(body, hints, "chat")
         entry = request.entry
+        await self._remembered(request)
         decision = await self._admit(request)
         cached = await self.policies.lookup(request, self.embed_for_cache)
         if cached is not None:
@@ -365,6 +378,7 @@ class RouterService:
                 request, None, usage_of(cached.get("usage")) or Usage(), outcome="ok", status=200, attempts=0
             )
             response = self._restored(request, cached)
+            await self.memory.record(request, response)
             return response, self._meta(request, None, 0, 0.0)
         trace = self._trace()
         outcome: ChatOutcome = await self._guarded(
@@ -399,8 +413,31 @@ class RouterService:
             reservation=trace.reservation,
             completion=completion,
         )
+        await self.memory.record(request, response)
         self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - request.started)
         return response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)
+
+    async def _remembered(self, request: Request) -> None:
+        """Add the stored conversation to the request (memory/); a refusal is accounted like any."""
+        try:
+            await self.memory.prepare(request, self._summarize)
+        except ApiError as exc:
+            raise self.policies.refuse(request, exc, "invalid" if exc.status < 500 else "error") from None
+
+    async def _summarize(self, request: Request, body: Json) -> str:
+        """A summary for conversation memory, from the route's summarizer model: a request of the same
+        tenant and user (its usage is counted like any other), without memory of its own."""
+        hints = Hints(
+            tenant=request.hints.tenant,
+            user=request.hints.user,
+            request_id=f"{request.hints.request_id}-summary",
+        )
+        response, _meta = await self.chat(parse_chat(body), hints)
+        answer = assistant_message(response)
+        content = answer.get("content") if answer is not None else None
+        if not isinstance(content, str) or not content.strip():
+            raise ApiError(502, "the summarizer model gave no summary", code="memory_summary_failed")
+        return content
 
     def _restored(self, request: Request, response: Json) -> Json:
         if request.redaction is not None and request.policies.pii_restore:
@@ -410,6 +447,7 @@ class RouterService:
     async def chat_stream(self, body: Json, hints: Hints, *, include_usage: bool) -> StreamCall:
         request = self._request(body, hints, "chat", stream=True)
         entry = request.entry
+        await self._remembered(request)
         decision = await self._admit(request, stream=True)
         cached = await self.policies.lookup(request, self.embed_for_cache)
         if cached is not None:

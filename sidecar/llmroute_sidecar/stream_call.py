@@ -48,7 +48,9 @@ class StreamCall:
         self._replay = replay
         self._cached = cached
         self._relay = RelayCount()
-        self._collected: list[Json] | None = [] if outcome is not None and request.cache == "miss" else None
+        # Chunks are kept when the whole answer is needed at the end: for the cache, and for memory.
+        keep = request.cache == "miss" or request.memory is not None
+        self._collected: list[Json] | None = [] if outcome is not None and keep else None
         self.completed = False
         self.cost_usd: float | None = None
         self._finished = False
@@ -117,6 +119,8 @@ class StreamCall:
             await policies.finish(
                 request, None, usage, outcome=label, status=_STATUS.get(label, 500), attempts=0
             )
+            if label == "ok" and self._cached is not None:
+                await self.service.memory.record(request, self.service._restored(request, self._cached))
             self.cost_usd = 0.0
             return self.cost_usd
         reported = usage_of(outcome.decoder.usage)
@@ -135,6 +139,7 @@ class StreamCall:
             assembled = assemble_response(self._collected)
             if assembled is not None:
                 await policies.remember(request, assembled)
+                await self.service.memory.record(request, self.service._restored(request, assembled))
         cost = await policies.finish(
             request,
             outcome.backend,

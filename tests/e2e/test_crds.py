@@ -299,6 +299,16 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         _set(_valid_route(), "spec.cache", {"semantic": {"embeddingBackend": "ghost"}}),
         ["spec.cache", "embeddingBackend must name a backend"],
     ),
+    (
+        "memory-summarize-without-summarizer",
+        _set(_valid_route(), "spec.memory", {"overflow": "summarize"}),
+        ["spec.memory", "summarizer is required"],
+    ),
+    (
+        "memory-unknown-summarizer",
+        _set(_valid_route(), "spec.memory", {"overflow": "summarize", "summarizer": "ghost"}),
+        ["spec.memory", "summarizer must name a model"],
+    ),
     # Structural schema on LLMRoute: enums, bounds, patterns, required fields, types, unknown fields
     (
         "enum-strategy",

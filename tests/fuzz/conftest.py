@@ -4,7 +4,7 @@ Each fake provider (OpenAI-compatible, Anthropic, Gemini, Bedrock, Cohere) runs 
 ``llmroute-fake-provider`` process, and the sidecar as its own process, so the Hypothesis process
 that generates and sends requests competes with neither for the GIL. The sidecar has every
 request-path policy on: PII redaction with restore, exact and semantic cache, rate limits, a budget
-and the audit log with text, and a real Redis (batches and files). :class:`Tally` counts what was sent and what came back, for the
+and the audit log with text, conversation memory, and a real Redis (memory, batches and files). :class:`Tally` counts what was sent and what came back, for the
 tier's final check (``test_policy_fuzz.py::test_the_run_sent_enough_requests``).
 """
 
@@ -105,6 +105,7 @@ spec:
   rateLimits:
   - {{key: user, requestsPerMinute: 1000000, tokensPerMinute: 1000000000}}
   audit: {{includeText: true}}
+  memory: {{ttl: 1h, maxTokensPerTenant: 200000}}
 ---
 apiVersion: llmroute.io/v1alpha1
 kind: LLMBudget

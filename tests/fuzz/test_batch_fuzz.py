@@ -49,7 +49,13 @@ def _check_any(tally: Tally, surface: str, response: httpx.Response) -> None:
         "application/json"
     ):
         tally.add(surface, 200, None)
-        assert response.json()["object"] in ("file", "batch", "list"), response.text[:500]
+        assert response.json()["object"] in (
+            "file",
+            "batch",
+            "list",
+            "conversation",
+            "conversation.deleted",
+        ), response.text[:500]
         return
     if response.status_code == 200:  # file content
         tally.add(surface, 200, None)
@@ -147,7 +153,9 @@ def test_batches_of_generated_lines_are_refused_or_run(
 @settings(SETTINGS, max_examples=200)
 @given(
     object_id=IDS,
-    action=st.sampled_from(["file", "content", "delete", "batch", "cancel", "files", "batches"]),
+    action=st.sampled_from(
+        ["file", "content", "delete", "batch", "cancel", "files", "batches", "conversation", "erase"]
+    ),
     query=st.dictionaries(st.sampled_from(["after", "limit", "purpose", "order"]), TEXT, max_size=3),
 )
 def test_reads_cancels_and_lists_with_any_ids(
@@ -162,6 +170,8 @@ def test_reads_cancels_and_lists_with_any_ids(
         "cancel": ("POST", f"/v1/batches/{quoted}/cancel"),
         "files": ("GET", "/v1/files"),
         "batches": ("GET", "/v1/batches"),
+        "conversation": ("GET", f"/v1/conversations/{quoted}"),
+        "erase": ("DELETE", f"/v1/conversations/{quoted}"),
     }[action]
     response = client.request(*request, params=query)
     _check_any(tally, f"batch-{action}", response)

@@ -56,6 +56,7 @@ HEADERS = [
     "x-llmroute-debug",
     "x-request-id",
     "idempotency-key",
+    "x-llmroute-conversation",
 ]
 # Header values as a client can send them: visible ASCII, no surrounding spaces.
 HEADER_TEXT = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=30)

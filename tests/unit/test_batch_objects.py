@@ -55,6 +55,14 @@ def test_any_input_file_gives_lines_or_line_errors(content: bytes) -> None:
     assert all(e.line >= 0 and e.code and e.message for e in errors)
 
 
+def test_a_line_nested_deeper_than_a_live_request_may_be_is_refused_naming_it() -> None:
+    deep = b'{"custom_id": "d", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "x": '
+    content = deep + b"[" * 300 + b"]" * 300 + b"}}"
+    lines, errors = parse_input(content, "/v1/chat/completions")
+    assert lines == [] and [(e.line, e.code) for e in errors] == [(1, "invalid_json_line")]
+    assert "levels deep" in errors[0].message
+
+
 def test_a_good_file_keeps_its_order_and_skips_blank_lines() -> None:
     rows = [
         {

@@ -46,6 +46,19 @@ def test_examples_compile_for_the_chatbot_pod() -> None:
     ]
 
 
+def test_the_memory_example_compiles_its_memory_policy() -> None:
+    res = _examples()
+    result = compile_config(
+        namespace="team-a", routes=res.routes, secrets=res.secrets, budgets=[], pod_labels={"app": "support"}
+    )
+    assert result.problems == {}
+    (route,) = [r for r in result.config.routes if r.name == "support-memory"]
+    assert route.memory.ttl.seconds == 24 * 3600
+    assert route.memory.max_tokens_per_tenant == 2_000_000
+    assert route.memory.overflow == pb.MEMORY_OVERFLOW_SUMMARIZE
+    assert route.memory.summarizer == "summarizer"
+
+
 def test_no_labels_means_every_route_of_the_namespace() -> None:
     res = _examples()
     result = compile_config(namespace="team-a", routes=res.routes, secrets=res.secrets)

@@ -92,6 +92,9 @@ def test_minimal_route_gets_defaults() -> None:
         ),
         ({"rateLimits": [{"key": "user"}]}, "requestsPerMinute or tokensPerMinute"),
         ({"cache": {"semantic": {"embeddingBackend": "nope"}}}, "embeddingBackend must name"),
+        ({"memory": {"overflow": "summarize"}}, "summarizer is required"),
+        ({"memory": {"overflow": "summarize", "summarizer": "nope"}}, "summarizer must name a model"),
+        ({"memory": {"maxTokensPerTenant": 10}}, "greater than or equal to 1000"),
         (
             {
                 "models": [

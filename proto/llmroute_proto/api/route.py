@@ -659,6 +659,56 @@ class Audit(ResourceModel):
     )
 
 
+class Memory(ResourceModel):
+    """Conversation memory: a request with the x-llmroute-conversation header sends only its new turn,
+    and the sidecar adds the conversation so far, kept in the shared Redis (the sidecar's --redis-url;
+    without it such requests are refused). History belongs to the tenant (x-llmroute-tenant) and is
+    erased with DELETE /v1/conversations/{id}."""
+
+    model_config = ResourceModel.model_config | {
+        "json_schema_extra": rules(
+            rule(
+                "self.overflow != 'summarize' || has(self.summarizer)",
+                "memory.summarizer is required when memory.overflow is summarize",
+            )
+        )
+    }
+
+    ttl: Duration = Field(
+        default="24h", description="How long a conversation is kept after its last turn, e.g. 24h."
+    )
+    max_tokens_per_tenant: int = Field(
+        default=1_000_000,
+        ge=1000,
+        le=1_000_000_000,
+        description=(
+            "Bound on the history stored per tenant, in estimated tokens; beyond it the tenant's least "
+            "recently used conversations are erased (llmroute_memory_evictions_total counts them)."
+        ),
+    )
+    overflow: Literal["sliding-window", "summarize"] = Field(
+        default="sliding-window",
+        description=(
+            "When the history no longer fits the largest context window among the model's candidates: "
+            "sliding-window sends the newest turns that fit; summarize replaces the oldest turns by a "
+            "summary written by the summarizer model, and keeps it. Either way the answer's "
+            "x-llmroute-memory header says how many turns were left out or summarized; nothing is dropped silently."
+        ),
+    )
+    summarizer: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Logical model of this route (spec.models[].name) that writes summaries, e.g. a small, cheap one.",
+    )
+
+    @model_validator(mode="after")
+    def _summarizer(self) -> Memory:
+        if self.overflow == "summarize" and self.summarizer is None:
+            raise ValueError("memory.summarizer is required when memory.overflow is summarize")
+        return self
+
+
 class RateLimit(ResourceModel):
     """A per-key request and token rate limit; with a shared Redis (--redis-url) it holds across every
     replica of the workload together, otherwise per sidecar."""
@@ -730,6 +780,12 @@ class LLMRouteSpec(ResourceModel):
                 "spec.cache.semantic.embeddingBackend must name a backend declared in spec.backends",
                 field_path=".cache",
             ),
+            rule(
+                "!has(self.memory) || !has(self.memory.summarizer) || "
+                "self.models.exists(m, m.name == self.memory.summarizer)",
+                "spec.memory.summarizer must name a model declared in spec.models",
+                field_path=".memory",
+            ),
         )
     }
 
@@ -765,6 +821,10 @@ class LLMRouteSpec(ResourceModel):
         description="Request and token rate limits per user, tenant or route.",
     )
     audit: Audit | None = Field(default=None, description="What the per-request audit log records.")
+    memory: Memory | None = Field(
+        default=None,
+        description="Conversation memory for requests with x-llmroute-conversation; unset: off (the header is ignored).",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> LLMRouteSpec:
@@ -795,6 +855,8 @@ class LLMRouteSpec(ResourceModel):
             raise ValueError(
                 "spec.cache.semantic.embeddingBackend must name a backend declared in spec.backends"
             )
+        if self.memory and self.memory.summarizer is not None and self.memory.summarizer not in models:
+            raise ValueError("spec.memory.summarizer must name a model declared in spec.models")
         return self
 
 

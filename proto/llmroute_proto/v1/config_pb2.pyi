@@ -28,6 +28,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _MemoryOverflow:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemoryOverflowEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemoryOverflow.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMORY_OVERFLOW_UNSPECIFIED: _MemoryOverflow.ValueType  # 0
+    """Not set; treated as SLIDING_WINDOW."""
+    MEMORY_OVERFLOW_SLIDING_WINDOW: _MemoryOverflow.ValueType  # 1
+    """Send the newest turns that fit; older ones stay stored but are left out."""
+    MEMORY_OVERFLOW_SUMMARIZE: _MemoryOverflow.ValueType  # 2
+    """Replace the oldest turns by a summary from the summarizer model, and store it in their place."""
+
+class MemoryOverflow(_MemoryOverflow, metaclass=_MemoryOverflowEnumTypeWrapper):
+    """How a conversation too long for the context window is cut."""
+
+MEMORY_OVERFLOW_UNSPECIFIED: MemoryOverflow.ValueType  # 0
+"""Not set; treated as SLIDING_WINDOW."""
+MEMORY_OVERFLOW_SLIDING_WINDOW: MemoryOverflow.ValueType  # 1
+"""Send the newest turns that fit; older ones stay stored but are left out."""
+MEMORY_OVERFLOW_SUMMARIZE: MemoryOverflow.ValueType  # 2
+"""Replace the oldest turns by a summary from the summarizer model, and store it in their place."""
+Global___MemoryOverflow: _TypeAlias = MemoryOverflow  # noqa: Y015
+
 class _Strategy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -424,6 +448,7 @@ class Route(_message.Message):
     RATE_LIMITS_FIELD_NUMBER: _builtins.int
     BACKENDS_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
+    MEMORY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the LLMRoute."""
     namespace: _builtins.str
@@ -470,6 +495,10 @@ class Route(_message.Message):
     def audit(self) -> Global___AuditPolicy:
         """What the per-request audit log records. Unset: no prompt or completion text."""
 
+    @_builtins.property
+    def memory(self) -> Global___MemoryPolicy:
+        """Conversation memory for requests with x-llmroute-conversation. Unset: off."""
+
     def __init__(
         self,
         *,
@@ -485,14 +514,55 @@ class Route(_message.Message):
         rate_limits: _abc.Iterable[Global___RateLimit] | None = ...,
         backends: _abc.Iterable[Global___Backend] | None = ...,
         audit: Global___AuditPolicy | None = ...,
+        memory: Global___MemoryPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "cache", b"cache", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "cache", b"cache", "memory", b"memory", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "backends", b"backends", "cache", b"cache", "generation", b"generation", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "backends", b"backends", "cache", b"cache", "generation", b"generation", "memory", b"memory", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class MemoryPolicy(_message.Message):
+    """Conversation memory: the sidecar keeps each conversation's history in the shared Redis and adds it
+    to requests that carry only their new turn.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TTL_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_PER_TENANT_FIELD_NUMBER: _builtins.int
+    OVERFLOW_FIELD_NUMBER: _builtins.int
+    SUMMARIZER_FIELD_NUMBER: _builtins.int
+    max_tokens_per_tenant: _builtins.int
+    """Bound on the history stored per tenant, in estimated tokens; least recently used conversations
+    are erased beyond it.
+    """
+    overflow: Global___MemoryOverflow.ValueType
+    """What happens when the history no longer fits the largest candidate context window."""
+    summarizer: _builtins.str
+    """Logical model of this route that summarises older turns (overflow SUMMARIZE)."""
+    @_builtins.property
+    def ttl(self) -> _duration_pb2.Duration:
+        """How long a conversation is kept after its last turn."""
+
+    def __init__(
+        self,
+        *,
+        ttl: _duration_pb2.Duration | None = ...,
+        max_tokens_per_tenant: _builtins.int = ...,
+        overflow: Global___MemoryOverflow.ValueType = ...,
+        summarizer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ttl", b"ttl"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_tokens_per_tenant", b"max_tokens_per_tenant", "overflow", b"overflow", "summarizer", b"summarizer", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryPolicy: _TypeAlias = MemoryPolicy  # noqa: Y015
 
 @_typing.final
 class AuditPolicy(_message.Message):

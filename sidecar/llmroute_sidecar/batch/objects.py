@@ -19,6 +19,7 @@ import orjson
 
 from ..ids import new_id
 from ..openai_api.errors import ApiError, bad_request
+from ..openai_api.validate import check_nesting
 
 __all__ = [
     "COMPLETION_WINDOW_SECONDS",
@@ -184,6 +185,10 @@ def _check_line(raw: bytes, endpoint: str, seen: set[str], number: int) -> LineE
         return LineError("invalid_json_line", "the line is not valid JSON", number)
     if not isinstance(item, dict):
         return LineError("invalid_request", "the line must be a JSON object", number)
+    try:  # the same depth limit as a live request's body: the line is stored and sent re-encoded
+        check_nesting(item, raw, "the line")
+    except ApiError as exc:
+        return LineError("invalid_json_line", exc.message, number)
     custom_id = item.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id or len(custom_id) > _MAX_CUSTOM_ID:
         return LineError("invalid_request", "custom_id must be a non-empty string", number, "custom_id")
