@@ -9,6 +9,7 @@ Request ids make Lease and Renew safe to retry. Loads grpc: operator mode only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -53,6 +54,14 @@ class OperatorSource:
             raise Unreachable("not connected to the operator")
         try:
             return await getattr(stub, method)(request, metadata=self._metadata, timeout=_CALL_TIMEOUT)
+        except asyncio.CancelledError:
+            # grpc.aio raises CancelledError for a call its channel cancelled (the operator client
+            # closes its channel to reconnect): that is an unreachable operator, not a cancellation of
+            # this task, which must not escape into callers that never cancelled anything.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise Unreachable(f"{method}: cancelled by a channel closing") from None
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND and method == "Renew":
                 raise LeaseGone(exc.details() or "") from exc

@@ -84,30 +84,47 @@ class ConversationMemory:
         pinned, turn = split_turn(messages if isinstance(messages, list) else [])
         history = await self._call(store.load(namespace, tenant, conversation))
         state = MemoryTurn(conversation, turn, history=len(history))
-        budget = self._budget(request, pinned, turn)
+        own = estimate_chat({**request.body, "messages": [*pinned, *turn]})
+        budget = _history_budget(request, own.total)
         if budget and spec.summarize and history:
-            per = estimate_chat({"messages": history}).per_message
-            if sum(per) > budget:
-                cut = oldest_to_summarize(history, per, budget)
-                if cut:
-                    text = await summarize(request, summary_request(spec.summarizer, history[:cut]))
-                    history = [summary_message(text), *history[cut:]]
-                    tokens = sum(estimate_chat({"messages": history}).per_message)
-                    await self._call(store.append(
-                        namespace, tenant, conversation, history, tokens=tokens, replace=True,
-                        ttl_seconds=spec.ttl_seconds, max_tokens_per_tenant=spec.max_tokens_per_tenant,
-                    ))  # fmt: skip
-                    state.summarized = cut
-                    self._count(request.route, "summarized", cut)
+            history = await self._summarized(request, store, state, history, budget, summarize)
         full = [*pinned, *history, *turn]
         if budget:
             sent, state.left_out = window(
-                full, estimate_chat({"messages": full}).per_message, budget + _pinned_tokens(pinned, turn)
+                full, estimate_chat({"messages": full}).per_message, budget + sum(own.per_message)
             )
             full = sent
             self._count(request.route, "left_out", state.left_out)
         request.body = {**request.body, "messages": full}
         request.memory = state
+
+    async def _summarized(
+        self,
+        request: Request,
+        store: MemoryStore,
+        state: MemoryTurn,
+        history: list[Json],
+        budget: int,
+        summarize: Summarize,
+    ) -> list[Json]:
+        """``history`` with its oldest turns replaced by a summary, stored so, when it exceeds
+        ``budget``; else as it is."""
+        spec = request.policies.memory
+        assert spec is not None
+        per = estimate_chat({"messages": history}).per_message
+        cut = oldest_to_summarize(history, per, budget) if sum(per) > budget else 0
+        if not cut:
+            return history
+        text = await summarize(request, summary_request(spec.summarizer, history[:cut]))
+        history = [summary_message(text), *history[cut:]]
+        await self._call(store.append(
+            request.entry.route.namespace, request.hints.tenant, state.conversation, history,
+            tokens=sum(estimate_chat({"messages": history}).per_message), replace=True,
+            ttl_seconds=spec.ttl_seconds, max_tokens_per_tenant=spec.max_tokens_per_tenant,
+        ))  # fmt: skip
+        state.summarized = cut
+        self._count(request.route, "summarized", cut)
+        return history
 
     async def record(self, request: Request, response: Json) -> None:
         """Store the new turn and its answer (as the app got it) after a successful request."""
@@ -156,17 +173,12 @@ class ConversationMemory:
                 503, f"conversation memory is unavailable (Redis: {exc})", code="memory_unavailable"
             ) from None
 
-    @staticmethod
-    def _budget(request: Request, pinned: list[Any], turn: list[Any]) -> int:
-        """Tokens the stored history may take: the largest known window among the model's candidates,
-        less the output budget, the request's overhead and its own messages; 0 when no window is known."""
-        windows = [b.context_window for b in request.entry.backends if b.context_window]
-        if not windows or len(windows) < len(request.entry.backends):
-            return 0
-        own = estimate_chat({**request.body, "messages": [*pinned, *turn]})
-        return max(1, max(windows) - own.total)
 
-
-def _pinned_tokens(pinned: list[Any], turn: list[Any]) -> int:
-    """The tokens of the request's own messages, which ``window`` counts and the budget does not."""
-    return sum(estimate_chat({"messages": [*pinned, *turn]}).per_message)
+def _history_budget(request: Request, own_tokens: int) -> int:
+    """Tokens the stored history may take: the largest window among the model's candidates less what
+    the request itself needs (``own_tokens``: its messages, overhead, tools and output budget); 0
+    when a candidate's window is unknown, since such a candidate takes any length."""
+    windows = [b.context_window for b in request.entry.backends]
+    if not windows or not all(windows):
+        return 0
+    return max(1, max(windows) - own_tokens)
