@@ -264,6 +264,21 @@ def _route(route: LLMRoute, namespace: str) -> pb.Route:
         )
     if spec.audit is not None:
         out.audit.CopyFrom(pb.AuditPolicy(include_text=spec.audit.include_text))
+    if spec.abuse is not None:
+        abuse = spec.abuse
+        out.abuse.CopyFrom(
+            pb.AbusePolicy(
+                by_tenant=abuse.key == "tenant",
+                window=_duration(abuse.window),
+                baseline=_duration(abuse.baseline),
+                spike_factor=abuse.spike_factor,
+                min_requests=abuse.min_requests,
+                min_tokens=abuse.min_tokens,
+                min_cost_micro_usd=round(abuse.min_cost_usd * 1e6),
+                max_policy_blocks=abuse.max_policy_blocks,
+                block_for=_duration(abuse.block_for),
+            )
+        )
     if spec.memory is not None:
         out.memory.CopyFrom(
             pb.MemoryPolicy(

@@ -90,6 +90,19 @@ class Metrics:
             ["route", "event"],
             registry=r,
         )
+        self.abuse_blocks = Counter(
+            "llmroute_abuse_blocks",
+            "Users or tenants blocked by abuse protection, by route and reason (request_rate, token_rate, "
+            "cost_rate, policy_blocks); counted by the sidecar that set the block.",
+            ["route", "reason"],
+            registry=r,
+        )
+        self.abuse_refused = Counter(
+            "llmroute_abuse_refused",
+            "Requests refused with 403 abuse_blocked while their user or tenant was blocked.",
+            ["route"],
+            registry=r,
+        )
         self.stream_errors = Counter(
             "llmroute_stream_errors",
             "Streams ended with an error event after bytes were sent.",

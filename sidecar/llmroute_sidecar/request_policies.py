@@ -20,6 +20,7 @@ from typing import Any
 
 from llmroute_proto.v1 import config_pb2 as pb
 
+from .abuse import ABUSE_CODE, AbuseCounters, AbuseGuard
 from .accounting import Usage, cost_micro, estimate_micro
 from .attempts import SpendRefused
 from .audit import AuditLog
@@ -40,6 +41,10 @@ __all__ = ["Embedder", "Request", "RequestPolicies"]
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Embedder = Callable[[ModelEntry, str, "Request"], Awaitable[list[float] | None]]
+
+
+# Outcomes of a policy refusing a request: abuse protection counts them per key.
+_POLICY_REFUSALS = frozenset({"blocked", "rate_limited", "budget_exceeded"})
 
 
 @dataclass
@@ -94,6 +99,7 @@ class RequestPolicies:
         rates: RateLimiter,
         cache: ResponseCache,
         audit: AuditLog,
+        abuse: AbuseGuard | None = None,
     ) -> None:
         self.metrics = metrics
         self.usage = usage
@@ -101,6 +107,7 @@ class RequestPolicies:
         self.rates = rates
         self.cache = cache
         self.audit = audit
+        self.abuse = abuse or AbuseGuard(AbuseCounters(None))
         self._policies: dict[int, tuple[pb.Route, RoutePolicies]] = {}
 
     def clear(self) -> None:
@@ -115,6 +122,13 @@ class RequestPolicies:
         return policies
 
     # -- before the plan ----------------------------------------------------------------------------
+
+    async def screen(self, request: Request) -> None:
+        """Abuse protection: refuse a request of a blocked user or tenant (it counts the request)."""
+        try:
+            await self.abuse.admit(request)
+        except ApiError as exc:
+            raise self.refuse(request, exc, "blocked") from None
 
     def protect(self, request: Request) -> None:
         """PII: refuse (block) or redact the body before anything else sees it."""
@@ -303,6 +317,8 @@ class RequestPolicies:
     def refuse(self, request: Request, error: ApiError, outcome: str) -> ApiError:
         """Account a request refused before (or instead of) any upstream call; returns ``error``."""
         self.metrics.errors.labels(request.entry.name, str(error.status)).inc()
+        if outcome in _POLICY_REFUSALS and error.code != ABUSE_CODE:
+            self.abuse.observe(request, blocks=1)
         self._record(
             request, None, Usage(), 0, outcome, error.status, attempts=0, decision_note=error.code or ""
         )
@@ -336,6 +352,10 @@ class RequestPolicies:
                 actual_tokens=usage.total if backend is not None else 0,  # a cache hit used none
             )
         self._record(request, backend, usage, cost, outcome, status, attempts=attempts, completion=completion)
+        self.abuse.observe(
+            request, tokens=usage.total if backend is not None else 0, cost=cost,
+            blocks=1 if outcome in _POLICY_REFUSALS else 0,
+        )  # fmt: skip
         return cost
 
     def _record(

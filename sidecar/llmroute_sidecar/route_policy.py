@@ -1,4 +1,4 @@
-"""A route's request-path policies (rate limits, PII, cache, audit, memory) in plain values, built once per config.
+"""A route's request-path policies (rate limits, PII, cache, audit, memory, abuse) in plain values, built once per config.
 
 ``service.py`` reads these for every request, so they are built from the protobuf ``Route`` once per
 config snapshot and cached by route identity (as ``attempts.Policy`` is for resilience).
@@ -12,7 +12,7 @@ from llmroute_proto.v1 import config_pb2 as pb
 
 from .ratelimit import LimitSpec
 
-__all__ = ["MemorySpec", "RoutePolicies"]
+__all__ = ["AbuseSpec", "MemorySpec", "RoutePolicies"]
 
 _PII_TYPES = {
     pb.PII_TYPE_EMAIL: "email",
@@ -36,6 +36,21 @@ class MemorySpec:
 
 
 @dataclass(frozen=True)
+class AbuseSpec:
+    """``spec.abuse``: what is watched, over which windows, and when it blocks."""
+
+    by_tenant: bool = False
+    window_seconds: float = 60.0
+    baseline_seconds: float = 3600.0
+    spike_factor: float = 5.0
+    min_requests: int = 60
+    min_tokens: int = 200_000
+    min_cost_micro_usd: int = 5_000_000
+    max_policy_blocks: int = 10
+    block_seconds: float = 600.0
+
+
+@dataclass(frozen=True)
 class RoutePolicies:
     scope: str  # "namespace/route": partitions rate-limit buckets and cache entries
     rate_limits: tuple[LimitSpec, ...] = ()
@@ -49,6 +64,7 @@ class RoutePolicies:
     semantic_any_temperature: bool = False
     audit_text: bool = False
     memory: MemorySpec | None = None  # conversation memory; None: off
+    abuse: AbuseSpec | None = None  # abuse protection; None: off
 
     @property
     def caching(self) -> bool:
@@ -92,7 +108,26 @@ class RoutePolicies:
             semantic_any_temperature=any_temperature,
             audit_text=route.HasField("audit") and route.audit.include_text,
             memory=_memory(route),
+            abuse=_abuse(route),
         )
+
+
+def _abuse(route: pb.Route) -> AbuseSpec | None:
+    if not route.HasField("abuse"):
+        return None
+    a = route.abuse
+    window = a.window.ToTimedelta().total_seconds() or 60.0
+    return AbuseSpec(
+        by_tenant=a.by_tenant,
+        window_seconds=window,
+        baseline_seconds=max(a.baseline.ToTimedelta().total_seconds() or 3600.0, 2 * window),
+        spike_factor=a.spike_factor or 5.0,
+        min_requests=a.min_requests or 60,
+        min_tokens=a.min_tokens or 200_000,
+        min_cost_micro_usd=a.min_cost_micro_usd or 5_000_000,
+        max_policy_blocks=a.max_policy_blocks or 10,
+        block_seconds=a.block_for.ToTimedelta().total_seconds() or 600.0,
+    )
 
 
 def _memory(route: pb.Route) -> MemorySpec | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from .abuse import AbuseCounters, AbuseGuard
 from .admin import make_admin_app
 from .audit import AuditLog
 from .batch import BatchStore, BatchWorker, WorkerSettings, service_runner
@@ -160,6 +161,9 @@ class Sidecar:
                 on_event=lambda event: metrics.policy.cache_events.labels(event).inc(),
             ),
             audit=AuditLog(settings.audit_log, namespace=node.namespace, workload=node.workload),
+            abuse=AbuseGuard(
+                AbuseCounters(self.redis), blocks=metrics.abuse_blocks, refused=metrics.abuse_refused
+            ),
         )
 
     def _on_swap(self, snapshot: object) -> None:
@@ -263,6 +267,7 @@ class Sidecar:
         await self.upstream.close()
         await self.policies.rates.close()
         await self.policies.cache.close()
+        await self.policies.abuse.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.batches is not None:

@@ -254,6 +254,7 @@ class RouterService:
     async def _admit(self, request: Request, *, stream: bool = False) -> Decision:
         """PII, plan, rate limits, budgets: everything before the cache and the attempt loop."""
         policies = self.policies
+        await policies.screen(request)
         policies.protect(request)
         try:
             decision = self._plan(request.entry, request.body, request.hints, request.kind, stream=stream)  # type: ignore[arg-type]

@@ -305,6 +305,11 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         ["spec.memory", "summarizer is required"],
     ),
     (
+        "abuse-window-not-shorter-than-baseline",
+        _set(_valid_route(), "spec.abuse", {"window": "1h", "baseline": "30m"}),
+        ["spec.abuse", "window must be shorter than abuse.baseline"],
+    ),
+    (
         "memory-unknown-summarizer",
         _set(_valid_route(), "spec.memory", {"overflow": "summarize", "summarizer": "ghost"}),
         ["spec.memory", "summarizer must name a model"],

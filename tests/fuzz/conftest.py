@@ -4,7 +4,8 @@ Each fake provider (OpenAI-compatible, Anthropic, Gemini, Bedrock, Cohere) runs 
 ``llmroute-fake-provider`` process, and the sidecar as its own process, so the Hypothesis process
 that generates and sends requests competes with neither for the GIL. The sidecar has every
 request-path policy on: PII redaction with restore, exact and semantic cache, rate limits, a budget
-and the audit log with text, conversation memory, and a real Redis (memory, batches and files). :class:`Tally` counts what was sent and what came back, for the
+and the audit log with text, conversation memory, abuse counting (floors set so high that
+nobody is blocked), and a real Redis (memory, batches and files). :class:`Tally` counts what was sent and what came back, for the
 tier's final check (``test_policy_fuzz.py::test_the_run_sent_enough_requests``).
 """
 
@@ -106,6 +107,7 @@ spec:
   - {{key: user, requestsPerMinute: 1000000, tokensPerMinute: 1000000000}}
   audit: {{includeText: true}}
   memory: {{ttl: 1h, maxTokensPerTenant: 200000}}
+  abuse: {{minRequests: 100000000, minTokens: 100000000000, minCostUsd: 1000000, maxPolicyBlocks: 100000000}}
 ---
 apiVersion: llmroute.io/v1alpha1
 kind: LLMBudget

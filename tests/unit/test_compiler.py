@@ -46,7 +46,7 @@ def test_examples_compile_for_the_chatbot_pod() -> None:
     ]
 
 
-def test_the_memory_example_compiles_its_memory_policy() -> None:
+def test_the_memory_example_compiles_its_memory_and_abuse_policies() -> None:
     res = _examples()
     result = compile_config(
         namespace="team-a", routes=res.routes, secrets=res.secrets, budgets=[], pod_labels={"app": "support"}
@@ -57,6 +57,17 @@ def test_the_memory_example_compiles_its_memory_policy() -> None:
     assert route.memory.max_tokens_per_tenant == 2_000_000
     assert route.memory.overflow == pb.MEMORY_OVERFLOW_SUMMARIZE
     assert route.memory.summarizer == "summarizer"
+    assert (
+        not route.abuse.by_tenant
+        and route.abuse.window.seconds == 60
+        and route.abuse.block_for.seconds == 900
+    )
+    assert (
+        route.abuse.spike_factor == 10
+        and route.abuse.min_requests == 30
+        and route.abuse.max_policy_blocks == 5
+    )
+    assert route.abuse.min_cost_micro_usd == 5_000_000  # the default, in micro-USD
 
 
 def test_no_labels_means_every_route_of_the_namespace() -> None:

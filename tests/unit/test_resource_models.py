@@ -95,6 +95,8 @@ def test_minimal_route_gets_defaults() -> None:
         ({"memory": {"overflow": "summarize"}}, "summarizer is required"),
         ({"memory": {"overflow": "summarize", "summarizer": "nope"}}, "summarizer must name a model"),
         ({"memory": {"maxTokensPerTenant": 10}}, "greater than or equal to 1000"),
+        ({"abuse": {"window": "2h"}}, "window must be shorter"),
+        ({"abuse": {"spikeFactor": 1}}, "greater than or equal to 1.5"),
         (
             {
                 "models": [

@@ -709,6 +709,59 @@ class Memory(ResourceModel):
         return self
 
 
+class Abuse(ResourceModel):
+    """Abuse protection: a user (or tenant) whose traffic spikes against its own baseline, or who
+    keeps hitting policy blocks, is blocked for a while with a 403. With a shared Redis (the sidecar's
+    --redis-url) counts and blocks hold across every replica of the workload; otherwise per sidecar."""
+
+    model_config = ResourceModel.model_config | {
+        "json_schema_extra": rules(
+            rule(
+                "duration(self.window) < duration(self.baseline)",
+                "abuse.window must be shorter than abuse.baseline",
+            )
+        )
+    }
+
+    key: Literal["user", "tenant"] = Field(
+        default="user", description="Who is watched: user (x-llmroute-user) or tenant (x-llmroute-tenant)."
+    )
+    window: Duration = Field(default="1m", description="The short window rates are counted over, e.g. 1m.")
+    baseline: Duration = Field(
+        default="1h",
+        description="The period of the key's own baseline: its average per window over the previous period.",
+    )
+    spike_factor: float = Field(
+        default=5.0,
+        ge=1.5,
+        le=1000,
+        description="Block when a window's requests, tokens or cost exceed this multiple of the baseline.",
+    )
+    min_requests: int = Field(
+        default=60,
+        ge=1,
+        description="Requests per window below which nobody is blocked for requests (a new key has no baseline).",
+    )
+    min_tokens: int = Field(
+        default=200_000, ge=1, description="Tokens per window below which nobody is blocked for tokens."
+    )
+    min_cost_usd: float = Field(
+        default=5.0, ge=0.01, description="Spend per window (USD) below which nobody is blocked for cost."
+    )
+    max_policy_blocks: int = Field(
+        default=10,
+        ge=1,
+        description="Refusals by PII, rate-limit or budget policy in one window that block the key.",
+    )
+    block_for: Duration = Field(default="10m", description="How long a block lasts; it lifts by itself.")
+
+    @model_validator(mode="after")
+    def _periods(self) -> Abuse:
+        if parse_duration(self.window) >= parse_duration(self.baseline):
+            raise ValueError("abuse.window must be shorter than abuse.baseline")
+        return self
+
+
 class RateLimit(ResourceModel):
     """A per-key request and token rate limit; with a shared Redis (--redis-url) it holds across every
     replica of the workload together, otherwise per sidecar."""
@@ -821,6 +874,10 @@ class LLMRouteSpec(ResourceModel):
         description="Request and token rate limits per user, tenant or route.",
     )
     audit: Audit | None = Field(default=None, description="What the per-request audit log records.")
+    abuse: Abuse | None = Field(
+        default=None,
+        description="Automatic blocking of users or tenants whose traffic spikes or keeps hitting policy blocks.",
+    )
     memory: Memory | None = Field(
         default=None,
         description="Conversation memory for requests with x-llmroute-conversation; unset: off (the header is ignored).",

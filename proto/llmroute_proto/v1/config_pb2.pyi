@@ -449,6 +449,7 @@ class Route(_message.Message):
     BACKENDS_FIELD_NUMBER: _builtins.int
     AUDIT_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
+    ABUSE_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the LLMRoute."""
     namespace: _builtins.str
@@ -499,6 +500,10 @@ class Route(_message.Message):
     def memory(self) -> Global___MemoryPolicy:
         """Conversation memory for requests with x-llmroute-conversation. Unset: off."""
 
+    @_builtins.property
+    def abuse(self) -> Global___AbusePolicy:
+        """Automatic blocking of abusive users or tenants. Unset: off."""
+
     def __init__(
         self,
         *,
@@ -515,14 +520,77 @@ class Route(_message.Message):
         backends: _abc.Iterable[Global___Backend] | None = ...,
         audit: Global___AuditPolicy | None = ...,
         memory: Global___MemoryPolicy | None = ...,
+        abuse: Global___AbusePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "cache", b"cache", "memory", b"memory", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abuse", b"abuse", "audit", b"audit", "cache", b"cache", "memory", b"memory", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit", b"audit", "backends", b"backends", "cache", b"cache", "generation", b"generation", "memory", b"memory", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abuse", b"abuse", "audit", b"audit", "backends", b"backends", "cache", b"cache", "generation", b"generation", "memory", b"memory", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class AbusePolicy(_message.Message):
+    """Abuse protection: block a key whose traffic spikes against its own baseline, or that keeps hitting
+    policy refusals, for a while.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BY_TENANT_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    SPIKE_FACTOR_FIELD_NUMBER: _builtins.int
+    MIN_REQUESTS_FIELD_NUMBER: _builtins.int
+    MIN_TOKENS_FIELD_NUMBER: _builtins.int
+    MIN_COST_MICRO_USD_FIELD_NUMBER: _builtins.int
+    MAX_POLICY_BLOCKS_FIELD_NUMBER: _builtins.int
+    BLOCK_FOR_FIELD_NUMBER: _builtins.int
+    by_tenant: _builtins.bool
+    """Watch users (false) or tenants (true)."""
+    spike_factor: _builtins.float
+    """A window above this multiple of the baseline is a spike."""
+    min_requests: _builtins.int
+    """Requests per window below which no request rate is a spike."""
+    min_tokens: _builtins.int
+    """Tokens per window below which no token rate is a spike."""
+    min_cost_micro_usd: _builtins.int
+    """Spend per window (micro-USD) below which no cost rate is a spike."""
+    max_policy_blocks: _builtins.int
+    """Policy refusals in one window that block the key."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """The short window rates are counted over."""
+
+    @_builtins.property
+    def baseline(self) -> _duration_pb2.Duration:
+        """The period of the key's own baseline."""
+
+    @_builtins.property
+    def block_for(self) -> _duration_pb2.Duration:
+        """How long a block lasts."""
+
+    def __init__(
+        self,
+        *,
+        by_tenant: _builtins.bool = ...,
+        window: _duration_pb2.Duration | None = ...,
+        baseline: _duration_pb2.Duration | None = ...,
+        spike_factor: _builtins.float = ...,
+        min_requests: _builtins.int = ...,
+        min_tokens: _builtins.int = ...,
+        min_cost_micro_usd: _builtins.int = ...,
+        max_policy_blocks: _builtins.int = ...,
+        block_for: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "block_for", b"block_for", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "block_for", b"block_for", "by_tenant", b"by_tenant", "max_policy_blocks", b"max_policy_blocks", "min_cost_micro_usd", b"min_cost_micro_usd", "min_requests", b"min_requests", "min_tokens", b"min_tokens", "spike_factor", b"spike_factor", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbusePolicy: _TypeAlias = AbusePolicy  # noqa: Y015
 
 @_typing.final
 class MemoryPolicy(_message.Message):
