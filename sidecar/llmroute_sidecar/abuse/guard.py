@@ -20,7 +20,7 @@ import math
 from typing import TYPE_CHECKING
 
 from ..openai_api.errors import ApiError
-from .counters import AbuseCounters, Seen
+from .counters import AbuseCounters, Block, Seen
 from .detector import verdict
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class AbuseGuard:
         block = seen.block
         if block is None and (reason := verdict(spec, seen.window, seen.previous)) is not None:
             await self._block(request, spec, key, reason, seen)
-            block = (await self.counters.count(request.policies.scope, key, spec, {})).block
+            block = Block(reason, spec.block_seconds)  # set now, here or by a sidecar just before
         if block is None:
             return
         if self._refused is not None:
