@@ -32,6 +32,7 @@ class SidecarTemplate:
     token_audience: str = "llmroute"
     token_expiration_seconds: int = 3600
     redis_url: str = ""  # shared cache and rate-limit buckets (LLMROUTE_REDIS_URL); "" = per sidecar
+    otlp_endpoint: str = ""  # OpenTelemetry traces of requests (LLMROUTE_OTLP_ENDPOINT); "" = off
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
         "[LLMROUTE_SIDECAR_REDIS_URL]",
     )
     parser.add_argument(
+        "--sidecar-otlp-endpoint",
+        default=_env("LLMROUTE_SIDECAR_OTLP_ENDPOINT", ""),
+        help="OTLP/gRPC endpoint injected sidecars send traces of requests to, e.g. "
+        "http://otel-collector.observability:4317; empty: no tracing [LLMROUTE_SIDECAR_OTLP_ENDPOINT]",
+    )
+    parser.add_argument(
         "--log-level",
         default=_env("LLMROUTE_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -236,5 +243,9 @@ def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         tls_ca=Path(args.tls_ca) if args.tls_ca else None,
         tls_reload_seconds=args.tls_reload_interval,
-        sidecar=SidecarTemplate(image=args.sidecar_image, redis_url=args.sidecar_redis_url),
+        sidecar=SidecarTemplate(
+            image=args.sidecar_image,
+            redis_url=args.sidecar_redis_url,
+            otlp_endpoint=args.sidecar_otlp_endpoint,
+        ),
     )

@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[LLMROUTE_BATCH_MAX_ATTEMPTS]",
     )
     parser.add_argument(
+        "--otlp-endpoint",
+        default=_env("LLMROUTE_OTLP_ENDPOINT", "") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+        help="send OpenTelemetry traces of requests (GenAI conventions) over OTLP/gRPC to this endpoint, "
+        "e.g. http://otel-collector.observability:4317; empty: no tracing [LLMROUTE_OTLP_ENDPOINT, "
+        "OTEL_EXPORTER_OTLP_ENDPOINT]",
+    )
+    parser.add_argument(
         "--audit-log",
         default=_env("LLMROUTE_AUDIT_LOG", "-"),
         help='one JSON line per request: "-" for standard output, a file path, or "off" [LLMROUTE_AUDIT_LOG]',
@@ -246,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             claim_idle_seconds=max(1.0, args.batch_claim_idle_seconds),
             max_attempts=max(1, args.batch_max_attempts),
         ),
+        otlp_endpoint=args.otlp_endpoint,
         audit_log=None if args.audit_log in ("", "off") else args.audit_log,
         cache_memory_bytes=int(args.cache_memory_mb * 2**20),
         metrics_tenants=tuple(t.strip() for t in args.metrics_tenants.split(",") if t.strip()),

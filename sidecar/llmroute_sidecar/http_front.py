@@ -15,7 +15,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -28,7 +29,8 @@ from .memory.http import add_memory_routes
 from .openai_api.errors import ApiError
 from .openai_api.headers import check_headers
 from .openai_api.validate import parse_chat, parse_embeddings, parse_json
-from .service import Hints, RouterService
+from .service import Hints, RouteMeta, RouterService
+from .tracing import RequestSpan
 
 __all__ = ["DEFAULT_MAX_BODY", "make_http_app"]
 
@@ -113,14 +115,54 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
-    if body.get("stream"):
-        return await _stream(request, service, body, hints)
-    response, meta = await service.chat(body, hints)
-    return web.Response(body=orjson.dumps(response), content_type="application/json", headers=meta.headers())
+    with service.tracing.request(request.headers, "chat", str(body["model"])) as span, _failures(span):
+        if body.get("stream"):
+            return await _stream(request, service, body, hints, span)
+        response, meta = await service.chat(body, hints)
+        _traced(span, response, meta)
+        return web.Response(
+            body=orjson.dumps(response), content_type="application/json", headers=meta.headers()
+        )
+
+
+@contextlib.contextmanager
+def _failures(span: RequestSpan) -> Iterator[None]:
+    """An error answered to the app marks the request's span failed with its code."""
+    try:
+        yield
+    except ApiError as exc:
+        span.failed(exc.status, exc.code)
+        raise
+
+
+def _traced(span: RequestSpan, response: dict[str, Any], meta: RouteMeta) -> None:
+    """What the request span says of an answered request (GenAI conventions and llmroute's own)."""
+    if span.span is None:
+        return
+    usage = response.get("usage")
+    usage = usage if isinstance(usage, dict) else {}
+    span.set(
+        {
+            "gen_ai.response.model": response.get("model")
+            if isinstance(response.get("model"), str)
+            else None,
+            "gen_ai.response.id": response.get("id") if isinstance(response.get("id"), str) else None,
+            "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
+            "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
+            "llmroute.backend": meta.backend,
+            "cloud.region": meta.region,
+            "llmroute.attempts": meta.attempts,
+            "llmroute.cache": meta.cache,
+            "llmroute.cost_usd": meta.cost_usd,
+        }
+    )
+    if meta.decision is not None:
+        span.set({"llmroute.route": meta.decision.candidates[0].route if meta.decision.candidates else None})
+    span.decided(meta.decision)
 
 
 async def _stream(
-    request: web.Request, service: RouterService, body: dict[str, object], hints: Hints
+    request: web.Request, service: RouterService, body: dict[str, object], hints: Hints, span: RequestSpan
 ) -> web.StreamResponse:
     started = time.monotonic()
     options = body.get("stream_options")
@@ -149,6 +191,17 @@ async def _stream(
             return response
         # The cost is known only now: an SSE comment (ignored by SSE clients) carries it before [DONE].
         cost = await asyncio.shield(call.finish(label))
+        usage = call.usage or {}
+        span.set(
+            {
+                "llmroute.backend": call.backend.name if call.backend is not None else "",
+                "gen_ai.usage.input_tokens": usage.get("prompt_tokens"),
+                "gen_ai.usage.output_tokens": usage.get("completion_tokens"),
+                "llmroute.attempts": call.attempts,
+                "llmroute.cost_usd": cost,
+            }
+        )
+        span.decided(call.request.decision)
         await response.write(b": x-llmroute-cost-usd=" + f"{cost or 0.0:.6f}".encode() + b"\n\n")
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
@@ -170,8 +223,12 @@ async def embeddings(request: web.Request) -> web.Response:
     check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
-    response, meta = await service.embeddings(body, hints)
-    return web.Response(body=orjson.dumps(response), content_type="application/json", headers=meta.headers())
+    with service.tracing.request(request.headers, "embeddings", str(body["model"])) as span, _failures(span):
+        response, meta = await service.embeddings(body, hints)
+        _traced(span, response, meta)
+        return web.Response(
+            body=orjson.dumps(response), content_type="application/json", headers=meta.headers()
+        )
 
 
 async def models(request: web.Request) -> web.Response:

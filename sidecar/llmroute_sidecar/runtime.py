@@ -31,6 +31,7 @@ from .policy_metrics import TenantLabels
 from .ratelimit import RateLimiter
 from .request_policies import RequestPolicies
 from .service import RouterService
+from .tracing import Tracing
 from .upstream import UpstreamClient, UpstreamClientName, make_upstream
 from .usage import UsageBuffer
 
@@ -74,6 +75,7 @@ class Settings:
     metrics_tenants: tuple[str, ...] = ()  # tenants that always get their own metric label
     max_tenant_labels: int = 20  # otherwise the first N tenants seen do; the rest are "other"
     batch: WorkerSettings = field(default_factory=WorkerSettings)  # batch lines (needs redis_url)
+    otlp_endpoint: str = ""  # OpenTelemetry traces over OTLP/gRPC, e.g. http://otel-collector:4317; "" = off
 
 
 class Sidecar:
@@ -107,6 +109,9 @@ class Sidecar:
             region=settings.region,
             load=settings.load,
             policies=self.policies,
+            tracing=Tracing(
+                settings.otlp_endpoint, service_name=f"llmroute-sidecar/{self.node.workload or 'sidecar'}"
+            ),
             memory=ConversationMemory(
                 MemoryStore(_redis_client(settings.redis_url, timeout=2.0)) if settings.redis_url else None,
                 events=self.metrics.memory_events,
@@ -275,6 +280,8 @@ class Sidecar:
         if self.service.memory.store is not None:
             await self.service.memory.store.redis.aclose()
         self.policies.audit.close()
+        # The last spans go out; in a thread, since the exporter blocks while it sends them.
+        await asyncio.to_thread(self.service.tracing.close)
 
 
 def _redis_client(url: str, *, timeout: float = 0.25) -> redis.asyncio.Redis:

@@ -52,6 +52,7 @@ from .request_policies import Request, RequestPolicies
 from .routing import Availability, Decision, LatencyEstimate, LatencyProbes, RoutingRefused, plan
 from .routing.capabilities import Kind
 from .stream_call import StreamCall
+from .tracing import Tracing
 from .upstream import UpstreamClient
 from .usage import UsageBuffer, UsageRecord
 
@@ -143,8 +144,10 @@ class RouterService:
         region: str = "",
         policies: RequestPolicies | None = None,
         memory: ConversationMemory | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.store = store
+        self.tracing = tracing or Tracing()  # OpenTelemetry spans; off without an OTLP endpoint
         self.upstream = upstream
         self.metrics = metrics
         self.usage = usage
@@ -230,11 +233,14 @@ class RouterService:
 
     # -- accounting -----------------------------------------------------------------------------
 
-    def _trace(self) -> Trace:
+    def _trace(self, operation: str = "chat") -> Trace:
+        tracing = self.tracing
+
         def on_attempt(backend: BackendEntry, error: ProviderError | None, seconds: float) -> None:
             result = "ok" if error is None else error.kind.value
             self.metrics.attempts.labels(backend.name, backend.provider, result).inc()
             self.metrics.attempt_seconds.labels(backend.name, backend.provider).observe(seconds)
+            tracing.attempt(backend, error, seconds, operation)
 
         return Trace(on_attempt=on_attempt)
 
@@ -311,7 +317,7 @@ class RouterService:
         backend = entry.backends_by_name.get(request.policies.semantic_backend)
         if backend is None:
             return None
-        trace = self._trace()
+        trace = self._trace("embeddings")
         try:
             outcome = await run_embeddings(
                 self.upstream,
@@ -481,7 +487,7 @@ class RouterService:
         request = self._request(body, hints, "embeddings")
         entry = request.entry
         decision = await self._admit(request)
-        trace = self._trace()
+        trace = self._trace("embeddings")
         outcome = await self._guarded(
             request,
             decision,

@@ -174,6 +174,7 @@ BAD_VALUES = [
     (("--set", "service.type=ExternalName"), "at '/service/type'", "must be one of"),
     (("--set", "networkPolicy.enabled=yes"), "at '/networkPolicy/enabled'", "want boolean"),
     (("--set", "sidecar.redisUrl=http://redis:6379"), "at '/sidecar/redisUrl'", "does not match pattern"),
+    (("--set", "sidecar.otlpEndpoint=otel:4317"), "at '/sidecar/otlpEndpoint'", "does not match pattern"),
     (("--set", "watchNamespaces={Team_A}"), "at '/watchNamespaces/0'", "does not match pattern"),
     (
         ("--set", "updateStrategy.rollingUpdate.maxUnavailable=all"),
@@ -208,6 +209,7 @@ def test_bad_values_fail_naming_the_field(
         ("resources.limits.cpu=2", "resources.requests.cpu=0.5", "resources.limits.memory=1Gi"),
         ("serviceMonitor.interval=1m30s", "serviceMonitor.scrapeTimeout=500ms", "certManager.duration=1h30m"),
         ("sidecar.redisUrl=rediss://redis.llmroute-system:6380/0", "watchNamespaces={team-a,team-b}"),
+        ("sidecar.otlpEndpoint=http://otel-collector.observability:4317",),
         ("webhooks.injection.namespaces=labelled", "webhooks.injection.objectSelector.matchLabels.app=web"),
         ("updateStrategy.type=Recreate", "service.type=NodePort", "logLevel=debug"),
         ("serviceMonitor.labels.release=kube-prometheus", "grafanaDashboard.namespace=monitoring"),

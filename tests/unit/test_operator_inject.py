@@ -215,3 +215,13 @@ def test_shared_redis_is_passed_to_the_sidecar_only_when_configured() -> None:
     )
     env = {e["name"]: e for e in i.sidecar_container(shared)["env"]}
     assert env["LLMROUTE_REDIS_URL"]["value"] == "redis://redis.shared:6379/0"
+
+
+def test_an_otlp_endpoint_is_passed_to_the_sidecar_only_when_configured() -> None:
+    env = {e["name"]: e for e in i.sidecar_container(CONFIG)["env"]}
+    assert "LLMROUTE_OTLP_ENDPOINT" not in env
+    traced = dataclasses.replace(
+        CONFIG, template=dataclasses.replace(CONFIG.template, otlp_endpoint="http://otel-collector.obs:4317")
+    )
+    env = {e["name"]: e for e in i.sidecar_container(traced)["env"]}
+    assert env["LLMROUTE_OTLP_ENDPOINT"]["value"] == "http://otel-collector.obs:4317"

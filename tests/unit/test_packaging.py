@@ -90,6 +90,18 @@ def test_sidecar_import_loads_no_operator_code() -> None:
     assert out.stdout.strip() == "", f"the sidecar imports {out.stdout.strip()}"
 
 
+def test_a_sidecar_without_an_otlp_endpoint_loads_no_opentelemetry() -> None:
+    code = (
+        "import sys, asyncio, tempfile, pathlib\n"
+        "from llmroute_sidecar.runtime import Settings, Sidecar\n"
+        "sidecar = Sidecar(Settings(config_path=pathlib.Path('unused.yaml')))\n"
+        "assert not sidecar.service.tracing.enabled\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('opentelemetry'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"a sidecar with tracing off imports {out.stdout.strip()}"
+
+
 def test_console_scripts_are_installed() -> None:
     names = {ep.name for ep in md.entry_points(group="console_scripts") if ep.value.startswith("llmroute_")}
     assert {"llmroute-operator", "llmroute-sidecar"} <= names

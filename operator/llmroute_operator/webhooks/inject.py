@@ -150,6 +150,8 @@ def sidecar_container(config: InjectionConfig) -> dict[str, Any]:
     ]
     if t.redis_url:
         env.append({"name": "LLMROUTE_REDIS_URL", "value": t.redis_url})
+    if t.otlp_endpoint:
+        env.append({"name": "LLMROUTE_OTLP_ENDPOINT", "value": t.otlp_endpoint})
 
     def probe(path: str, period: int, failures: int) -> dict[str, Any]:
         return {
