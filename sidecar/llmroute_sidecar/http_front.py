@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -115,7 +115,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
-    with service.tracing.request(request.headers, "chat", str(body["model"])) as span, _failures(span):
+    with service.tracing.request(request.headers, "chat", str(body["model"])) as span:
         if body.get("stream"):
             return await _stream(request, service, body, hints, span)
         response, meta = await service.chat(body, hints)
@@ -123,16 +123,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return web.Response(
             body=orjson.dumps(response), content_type="application/json", headers=meta.headers()
         )
-
-
-@contextlib.contextmanager
-def _failures(span: RequestSpan) -> Iterator[None]:
-    """An error answered to the app marks the request's span failed with its code."""
-    try:
-        yield
-    except ApiError as exc:
-        span.failed(exc.status, exc.code)
-        raise
 
 
 def _traced(span: RequestSpan, response: dict[str, Any], meta: RouteMeta) -> None:
@@ -223,7 +213,7 @@ async def embeddings(request: web.Request) -> web.Response:
     check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
-    with service.tracing.request(request.headers, "embeddings", str(body["model"])) as span, _failures(span):
+    with service.tracing.request(request.headers, "embeddings", str(body["model"])) as span:
         response, meta = await service.embeddings(body, hints)
         _traced(span, response, meta)
         return web.Response(

@@ -14,17 +14,18 @@ reports attempts.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from .openai_api.errors import ApiError
 
 if TYPE_CHECKING:
     from .config.snapshot import BackendEntry
     from .routing import Decision
 
-__all__ = ["PROVIDER_NAMES", "RequestSpan", "Tracing"]
+__all__ = ["NO_SPAN", "PROVIDER_NAMES", "RequestSpan", "Tracing"]
 
 #: gen_ai.provider.name of each provider (the semantic conventions' well-known values).
 PROVIDER_NAMES = {
@@ -39,10 +40,25 @@ PROVIDER_NAMES = {
 
 
 class RequestSpan:
-    """One request's span, or nothing when tracing is off (every method is then a no-op)."""
+    """One request's span, as the context manager around the request: an :class:`ApiError` leaving it
+    marks the span failed. Without tracing it is :data:`NO_SPAN`, whose every method does nothing, so
+    a request pays no allocation for tracing that is off."""
 
-    def __init__(self, span: Any = None) -> None:
+    __slots__ = ("_scope", "span")
+
+    def __init__(self, span: Any = None, scope: Any = None) -> None:
         self.span = span
+        self._scope = scope  # the span's start_as_current_span context manager
+
+    def __enter__(self) -> RequestSpan:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        if self._scope is None:
+            return
+        if isinstance(error, ApiError):
+            self.failed(error.status, error.code)
+        self._scope.__exit__(kind, error, tb)
 
     def set(self, attributes: Mapping[str, Any]) -> None:
         if self.span is not None:
@@ -68,6 +84,9 @@ class RequestSpan:
 
             self.span.set_attributes({"error.type": code or str(status), "http.response.status_code": status})
             self.span.set_status(Status(StatusCode.ERROR, code or str(status)))
+
+
+NO_SPAN = RequestSpan()
 
 
 class Tracing:
@@ -99,25 +118,22 @@ class Tracing:
         self._provider = provider
         self._tracer = provider.get_tracer("llmroute.sidecar")
 
-    @contextlib.contextmanager
-    def request(self, headers: Mapping[str, str], operation: str, model: str) -> Iterator[RequestSpan]:
-        """The span of one app request, current for the block (attempts become its children)."""
+    def request(self, headers: Mapping[str, str], operation: str, model: str) -> RequestSpan:
+        """The span of one app request, to enter around it (attempts become its children)."""
         if self._tracer is None:
-            yield RequestSpan()
-            return
+            return NO_SPAN
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        parent = TraceContextTextMapPropagator().extract(dict(headers))
-        with self._tracer.start_as_current_span(
+        scope = self._tracer.start_as_current_span(
             f"{operation} {model}",
-            context=parent,
+            context=TraceContextTextMapPropagator().extract(dict(headers)),
             kind=trace.SpanKind.SERVER,
             attributes={"gen_ai.operation.name": operation, "gen_ai.request.model": model},
             record_exception=False,
             set_status_on_exception=False,
-        ) as span:
-            yield RequestSpan(span)
+        )
+        return RequestSpan(scope.__enter__(), scope)
 
     def attempt(self, backend: BackendEntry, error: Any, seconds: float, operation: str = "chat") -> None:
         """One upstream attempt that just ended, as a child span of the current request span."""
