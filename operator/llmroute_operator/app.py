@@ -45,7 +45,8 @@ import socket
 import ssl
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -57,6 +58,7 @@ from .certs import make_dev_certificates
 from .configserver import ConfigHub, ConfigServer, ServerTls
 from .configserver.forward import LeaderLink
 from .configserver.peers import MergedSync, PeerSyncBook, SyncReporter
+from .experiments import ExperimentService
 from .handlers.budgets import BudgetBook, BudgetEvents, BudgetStatus, make_persist, register_budget_handlers
 from .handlers.pods import register_pod_handlers
 from .handlers.routes import RouteBook, RouteStatus, register_route_handlers
@@ -216,7 +218,12 @@ async def _list_budgets(kube: KubeClient, settings: OperatorSettings) -> dict[tu
 
 
 async def _hand_over(
-    *, budgets: BudgetService, leadership: Leadership, reporter: SyncReporter, server: ConfigServer
+    *,
+    budgets: BudgetService,
+    experiments: ExperimentService,
+    leadership: Leadership,
+    reporter: SyncReporter,
+    server: ConfigServer,
 ) -> None:
     """A clean stop: no batch is left counted but unacknowledged, and a peer leads at once."""
     budgets.close_intake()
@@ -226,6 +233,10 @@ async def _hand_over(
         except Exception as exc:
             log.warning("final budget status write failed: %s", exc)
         try:
+            await asyncio.wait_for(experiments.persist_now(), timeout=5.0)
+        except Exception as exc:
+            log.warning("final experiment status write failed: %s", exc)
+        try:
             await asyncio.wait_for(server.flush_acks(), timeout=2.0)
         except TimeoutError:
             log.warning("some usage acks were not sent before the hand-over")
@@ -234,6 +245,26 @@ async def _hand_over(
         with contextlib.suppress(Exception):
             await asyncio.wait_for(reporter.withdraw(), timeout=2.0)
         await leadership.release()
+
+
+def _experiments(
+    *, kube: KubeClient, routes: RouteBook, leadership: Leadership, metrics: OperatorMetrics
+) -> ExperimentService:
+    """The experiment counter, writing ``LLMRoute.status.experiment`` and its Event as the leader."""
+
+    async def persist(namespace: str, name: str, experiment: dict[str, Any] | None) -> None:
+        started = time.perf_counter()
+        try:
+            await kube.patch_status("llmroutes", namespace, name, {"experiment": experiment})
+        except Exception:
+            metrics.status_written("LLMRoute", "error", time.perf_counter() - started)
+            raise
+        metrics.status_written("LLMRoute", "ok", time.perf_counter() - started)
+
+    async def announce(involved: Mapping[str, Any], reason: str, message: str) -> None:
+        await kube.create_event(involved, type_="Normal", reason=reason, message=message)
+
+    return ExperimentService(routes=routes, persist=persist, announce=announce, is_leader=leadership)
 
 
 def _free_port(host: str) -> int:
@@ -407,6 +438,10 @@ async def _run(
         active=settings.standalone,
     )
     holder["budgets"] = budgets
+    experiments = _experiments(kube=kube, routes=routes, leadership=leadership, metrics=metrics)
+    budgets.add_consumer(experiments)
+    experiments.on_written(budgets.consumer_wrote)
+    routes.on_change(experiments.refresh)
     peer_book = PeerSyncBook()
     link = LeaderLink(leadership=leadership, ca_pem=tls.ca_pem, server_name=_peer_server_name(settings))
     reporter = SyncReporter(
@@ -547,6 +582,7 @@ async def _run(
         asyncio.create_task(expire_peers(), name="peer reports"),
         asyncio.create_task(route_writer.run(), name="route status"),
         asyncio.create_task(budget_writer.run(), name="budget status"),
+        asyncio.create_task(experiments.run(), name="experiment status"),
         asyncio.create_task(initial_sync(), name="initial sync"),
     ]
     if settings.dev:
@@ -571,7 +607,9 @@ async def _run(
         stopper.cancel()
         op.stopping = True
         log.info("llmroute-operator stopping")
-        await _hand_over(budgets=budgets, leadership=leadership, reporter=reporter, server=server)
+        await _hand_over(
+            budgets=budgets, experiments=experiments, leadership=leadership, reporter=reporter, server=server
+        )
         for task in takeover:
             task.cancel()
         for task in background:

@@ -288,6 +288,9 @@ def _route(route: LLMRoute, namespace: str) -> pb.Route:
                 summarizer=spec.memory.summarizer or "",
             )
         )
+    if spec.experiment is not None:
+        # Only the model matters to sidecars: they tag its records with the arm; the operator decides.
+        out.experiment.CopyFrom(pb.ExperimentPolicy(model=spec.experiment.model))
     for limit in spec.rate_limits or []:
         out.rate_limits.append(
             pb.RateLimit(

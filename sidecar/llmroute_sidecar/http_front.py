@@ -1,7 +1,8 @@
 """The app-facing OpenAI-compatible HTTP server (``127.0.0.1:14080`` by default).
 
 Routes: ``POST /v1/chat/completions`` (JSON or SSE), ``POST /v1/embeddings``, ``GET /v1/models``, and
-the Files and Batches endpoints of ``batch/http.py`` and the conversations of ``memory/http.py``.
+the Files and Batches endpoints of ``batch/http.py``, the conversations of ``memory/http.py`` and the
+experiment feedback of ``experiment/http.py``.
 Everything the app can send, however malformed, gets an OpenAI error object with the right status
 and never a stack trace (the middleware catches what the handlers do not). A stream that breaks
 after its first byte ends with an explicit ``data: {"error": ...}`` event and no ``[DONE]``, which the
@@ -24,6 +25,7 @@ from aiohttp import web
 from .attempts import StreamBroken
 from .batch.http import add_batch_routes
 from .batch.store import BatchStore
+from .experiment.http import add_feedback_routes
 from .ids import new_id
 from .memory.http import add_memory_routes
 from .openai_api.errors import ApiError
@@ -250,4 +252,11 @@ def make_http_app(
     app.router.add_get("/v1/models/{name:.+}", model)
     add_batch_routes(app, batches)
     add_memory_routes(app, service.memory, service.namespace)
+    add_feedback_routes(
+        app,
+        responses=service.policies.responses,
+        usage=service.usage,
+        metrics=service.metrics,
+        namespace=service.namespace,
+    )
     return app

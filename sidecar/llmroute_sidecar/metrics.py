@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry
 from .health.report import MetricsListener
 from .load.metrics import LoadMetrics
 from .policy_metrics import PolicyMetrics, TenantLabels
-from .prom import Counter, Gauge, Histogram
+from .prom import Counter, Gauge, Histogram, Summary
 from .routing.metrics import RoutingMetrics
 
 __all__ = ["Metrics"]
@@ -101,6 +101,13 @@ class Metrics:
             "llmroute_abuse_refused",
             "Requests refused with 403 abuse_blocked while their user or tenant was blocked.",
             ["route"],
+            registry=r,
+        )
+        self.feedback = Summary(
+            "llmroute_feedback_score",
+            "Scores apps gave experiment responses through POST /v1/feedback, by route and arm (the "
+            "split's backend): _count is how many, _sum / _count the mean quality.",
+            ["route", "arm"],
             registry=r,
         )
         self.stream_errors = Counter(

@@ -1,4 +1,4 @@
-"""prometheus_client's Counter, Gauge and Histogram with a fast path for an existing label set.
+"""prometheus_client's Counter, Gauge, Histogram and Summary with a fast path for an existing label set.
 
 ``labels()`` validates its arguments, converts every value with ``str()`` and takes a lock on every
 call, about 1.5 µs; the sidecar calls it about a dozen times per request on label sets that exist
@@ -17,7 +17,7 @@ from typing import Any, Self, cast
 import prometheus_client
 import prometheus_client.metrics
 
-__all__ = ["Counter", "Gauge", "Histogram"]
+__all__ = ["Counter", "Gauge", "Histogram", "Summary"]
 
 
 class _FastLabels(prometheus_client.metrics.MetricWrapperBase):
@@ -38,4 +38,8 @@ class Gauge(_FastLabels, prometheus_client.Gauge):
 
 
 class Histogram(_FastLabels, prometheus_client.Histogram):
+    pass
+
+
+class Summary(_FastLabels, prometheus_client.Summary):
     pass

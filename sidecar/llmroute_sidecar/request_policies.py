@@ -27,6 +27,7 @@ from .audit import AuditLog
 from .budget import BudgetGuard, BudgetRefusal, Charge, Reservation
 from .cache import CacheKey, ResponseCache, cacheable, exact_key, semantic_partition, semantic_text
 from .config.snapshot import BackendEntry, ModelEntry
+from .experiment import ResponseArms, Served
 from .metrics import Metrics
 from .openai_api.errors import ApiError
 from .pii import Redaction, redact_chat, redact_texts, scan_chat
@@ -45,6 +46,7 @@ Embedder = Callable[[ModelEntry, str, "Request"], Awaitable[list[float] | None]]
 
 # Outcomes of a policy refusing a request: abuse protection counts them per key.
 _POLICY_REFUSALS = frozenset({"blocked", "rate_limited", "budget_exceeded"})
+_HITS = frozenset({"hit", "semantic"})  # answered by the cache: no arm did the work
 
 
 @dataclass
@@ -73,6 +75,8 @@ class Request:
     semantic_score: float = 0.0
     finished: bool = False
     memory: Any = None  # memory.MemoryTurn when the request continues a stored conversation
+    response_id: str = ""  # the provider's completion id, once the answer (or its first chunk) is in
+    ttft: float | None = None  # streams: seconds from receipt to the first chunk
 
     @property
     def route(self) -> str:
@@ -100,6 +104,7 @@ class RequestPolicies:
         cache: ResponseCache,
         audit: AuditLog,
         abuse: AbuseGuard | None = None,
+        responses: ResponseArms | None = None,
     ) -> None:
         self.metrics = metrics
         self.usage = usage
@@ -108,6 +113,7 @@ class RequestPolicies:
         self.cache = cache
         self.audit = audit
         self.abuse = abuse or AbuseGuard(AbuseCounters(None))
+        self.responses = responses or ResponseArms(None)
         self._policies: dict[int, tuple[pb.Route, RoutePolicies]] = {}
 
     def clear(self) -> None:
@@ -351,7 +357,16 @@ class RequestPolicies:
                 estimated_tokens=request.estimated_tokens,
                 actual_tokens=usage.total if backend is not None else 0,  # a cache hit used none
             )
-        self._record(request, backend, usage, cost, outcome, status, attempts=attempts, completion=completion)
+        record = self._record(
+            request, backend, usage, cost, outcome, status, attempts=attempts, completion=completion
+        )
+        if record.experiment_arm and record.response_id and outcome == "ok":
+            await self.responses.remember(
+                record.response_id,
+                Served(
+                    route=record.route, model=record.model, arm=record.experiment_arm, tenant=record.tenant
+                ),
+            )
         self.abuse.observe(
             request, tokens=usage.total if backend is not None else 0, cost=cost,
             blocks=1 if outcome in _POLICY_REFUSALS else 0,
@@ -370,12 +385,21 @@ class RequestPolicies:
         attempts: int,
         decision_note: str = "",
         completion: str | None = None,
-    ) -> None:
+    ) -> UsageRecord:
         request.finished = True
         hints, entry = request.hints, request.entry
         latency = time.monotonic() - request.started
         budgets = request.charge.names if request.charge is not None else ()
         backend_name = backend.name if backend is not None else ""
+        experiment, decision = request.policies.experiment, request.decision
+        arm = ""
+        if (
+            experiment is not None
+            and decision is not None
+            and decision.candidates
+            and request.cache not in _HITS
+        ):
+            arm = experiment.arm_of(entry.name, decision.strategy, decision.candidates[0].name)
         record = UsageRecord(
             request_id=hints.request_id,
             route=f"{entry.route.namespace}/{entry.route.name}",
@@ -399,6 +423,9 @@ class RequestPolicies:
             config_version=request.config_version,
             budgets=budgets,
             provider_model=backend.target.model if backend is not None else "",
+            experiment_arm=arm,
+            ttft_seconds=request.ttft,
+            response_id=request.response_id,
         )
         self.usage.add(record)
         metrics = self.metrics
@@ -422,6 +449,7 @@ class RequestPolicies:
                 metrics.policy.usage_estimated.labels(request.route, backend.name).inc()
         if self.audit.enabled:
             self.audit.write(self._audit_entry(request, record, decision_note, completion))
+        return record
 
     def _audit_entry(self, request: Request, record: UsageRecord, note: str, completion: str | None) -> Json:
         decision = request.decision
@@ -455,6 +483,8 @@ class RequestPolicies:
                 "region": decision.region_choice if decision is not None else "",
             },
         }
+        if record.experiment_arm:
+            entry["experiment_arm"] = record.experiment_arm
         if request.redaction is not None:
             entry["pii_redacted"] = dict(request.redaction.counts)
         if note:

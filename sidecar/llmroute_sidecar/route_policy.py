@@ -1,4 +1,5 @@
-"""A route's request-path policies (rate limits, PII, cache, audit, memory, abuse) in plain values, built once per config.
+"""A route's request-path policies (rate limits, PII, cache, audit, memory, abuse, experiment) in plain
+values, built once per config.
 
 ``service.py`` reads these for every request, so they are built from the protobuf ``Route`` once per
 config snapshot and cached by route identity (as ``attempts.Policy`` is for resilience).
@@ -12,7 +13,7 @@ from llmroute_proto.v1 import config_pb2 as pb
 
 from .ratelimit import LimitSpec
 
-__all__ = ["AbuseSpec", "MemorySpec", "RoutePolicies"]
+__all__ = ["AbuseSpec", "ExperimentSpec", "MemorySpec", "RoutePolicies"]
 
 _PII_TYPES = {
     pb.PII_TYPE_EMAIL: "email",
@@ -33,6 +34,20 @@ class MemorySpec:
     max_tokens_per_tenant: int = 1_000_000
     summarize: bool = False  # else a sliding window
     summarizer: str = ""  # logical model writing the summaries
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """``spec.experiment``: the logical model whose split's arms tag usage records."""
+
+    model: str
+    arms: frozenset[str]
+
+    def arm_of(self, model: str, strategy: str, first: str) -> str:
+        """The arm a request of ``model`` was assigned (the split's first choice), or ""."""
+        if model != self.model or strategy != "weighted" or first not in self.arms:
+            return ""
+        return first
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,7 @@ class RoutePolicies:
     audit_text: bool = False
     memory: MemorySpec | None = None  # conversation memory; None: off
     abuse: AbuseSpec | None = None  # abuse protection; None: off
+    experiment: ExperimentSpec | None = None  # the A/B experiment; None: none
 
     @property
     def caching(self) -> bool:
@@ -109,6 +125,7 @@ class RoutePolicies:
             audit_text=route.HasField("audit") and route.audit.include_text,
             memory=_memory(route),
             abuse=_abuse(route),
+            experiment=_experiment(route),
         )
 
 
@@ -140,3 +157,12 @@ def _memory(route: pb.Route) -> MemorySpec | None:
         summarize=memory.overflow == pb.MEMORY_OVERFLOW_SUMMARIZE and bool(memory.summarizer),
         summarizer=memory.summarizer,
     )
+
+
+def _experiment(route: pb.Route) -> ExperimentSpec | None:
+    if not route.HasField("experiment"):
+        return None
+    model = next((m for m in route.models if m.name == route.experiment.model), None)
+    if model is None or not model.split:
+        return None
+    return ExperimentSpec(model=model.name, arms=frozenset(arm.backend for arm in model.split))

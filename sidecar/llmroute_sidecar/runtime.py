@@ -22,6 +22,7 @@ from .batch import BatchStore, BatchWorker, WorkerSettings, service_runner
 from .budget import AllowanceSource, BudgetGuard, LocalSource
 from .cache import ResponseCache
 from .config.store import ConfigStore
+from .experiment import ResponseArms
 from .http_front import DEFAULT_MAX_BODY, make_http_app
 from .load import LoadSettings
 from .memory import ConversationMemory, MemoryStore
@@ -169,6 +170,7 @@ class Sidecar:
             abuse=AbuseGuard(
                 AbuseCounters(self.redis), blocks=metrics.abuse_blocks, refused=metrics.abuse_refused
             ),
+            responses=ResponseArms(self.redis),
         )
 
     def _on_swap(self, snapshot: object) -> None:

@@ -405,6 +405,8 @@ class RouterService:
         )
         response = outcome.response
         response["model"] = response.get("model") or outcome.backend.target.model
+        if isinstance(answer_id := response.get("id"), str):
+            request.response_id = answer_id  # feedback names the answer by it (experiment/)
         usage = usage_of(response.get("usage")) or Usage()
         await self.policies.remember(request, response)
         # For an audit line with text: the answer as the provider gave it (placeholders, not the PII).
@@ -478,9 +480,8 @@ class RouterService:
                 spend=self.policies.spend_hook(request),
             ),
         )
-        self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(
-            time.monotonic() - request.started
-        )
+        request.ttft = time.monotonic() - request.started
+        self.metrics.ttft_seconds.labels(entry.name, outcome.backend.name).observe(request.ttft)
         return StreamCall(self, request, outcome=outcome)
 
     async def embeddings(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:

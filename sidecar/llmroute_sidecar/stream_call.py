@@ -94,6 +94,8 @@ class StreamCall:
         )
         async for chunk in self._source():
             self._relay.feed(chunk)
+            if not request.response_id and isinstance(answer_id := chunk.get("id"), str):
+                request.response_id = answer_id  # feedback names the answer by it (experiment/)
             if self._collected is not None:
                 self._collected.append(chunk)
             if restorer is not None:

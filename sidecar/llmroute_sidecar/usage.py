@@ -26,7 +26,7 @@ class UsageRecord:
     input_tokens: int
     output_tokens: int
     cost_micro_usd: int
-    outcome: str  # ok, stream_error, error, client_disconnected, rate_limited, budget_exceeded, blocked, ...
+    outcome: str  # ok, stream_error, error, client_disconnected, rate_limited, budget_exceeded, blocked, feedback, ...
     latency_seconds: float
     started_at: float = field(default_factory=time.time)
     region: str = ""
@@ -38,6 +38,11 @@ class UsageRecord:
     config_version: str = ""
     budgets: tuple[str, ...] = ()  # every budget the request was charged to
     provider_model: str = ""  # the backend's model id at the provider
+    experiment_arm: str = ""  # the split arm of the route's experiment the user was assigned
+    ttft_seconds: float | None = None  # streams: receipt to the first chunk sent
+    response_id: str = ""  # the provider's completion id; for feedback, the response rated
+    feedback_score: float = 0.0  # outcome "feedback" only
+    feedback_label: str = ""  # outcome "feedback" only
 
 
 class UsageBuffer:

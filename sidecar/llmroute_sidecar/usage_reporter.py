@@ -47,6 +47,7 @@ _OUTCOMES = {
     "budget_exceeded": upb.USAGE_OUTCOME_BUDGET_EXHAUSTED,
     "blocked": upb.USAGE_OUTCOME_BLOCKED,
     "invalid": upb.USAGE_OUTCOME_INVALID_REQUEST,
+    "feedback": upb.USAGE_OUTCOME_FEEDBACK,
 }
 _CACHE = {
     "hit": cpb.CACHE_STATUS_HIT,
@@ -87,6 +88,13 @@ def to_proto(record: UsageRecord) -> upb.UsageRecord:
     )
     if record.user:
         out.user_raw = record.user
+    if record.experiment_arm:
+        out.experiment_arm = record.experiment_arm
+        out.response_id = record.response_id
+        out.feedback_score = record.feedback_score
+        out.feedback_label = record.feedback_label
+    if record.ttft_seconds is not None:
+        out.time_to_first_token.FromNanoseconds(int(record.ttft_seconds * 1e9))
     return out
 
 

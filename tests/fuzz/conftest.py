@@ -48,6 +48,7 @@ spec:
   - {{name: embed, backends: [vectors]}}
   - {{name: embed-google, backends: [google-vectors]}}
   - {{name: embed-cohere, backends: [cohere-vectors]}}
+  - {{name: chat-ab, strategy: weighted, split: [{{backend: openai, weight: 50}}, {{backend: anthropic, weight: 50}}]}}
   backends:
   - name: openai
     provider: openai-compatible
@@ -107,6 +108,7 @@ spec:
   - {{key: user, requestsPerMinute: 1000000, tokensPerMinute: 1000000000}}
   audit: {{includeText: true}}
   memory: {{ttl: 1h, maxTokensPerTenant: 200000}}
+  experiment: {{model: chat-ab, minSamples: 10}}
   abuse: {{minRequests: 100000000, minTokens: 100000000000, minCostUsd: 1000000, maxPolicyBlocks: 100000000}}
 ---
 apiVersion: llmroute.io/v1alpha1

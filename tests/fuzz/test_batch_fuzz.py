@@ -55,6 +55,7 @@ def _check_any(tally: Tally, surface: str, response: httpx.Response) -> None:
             "list",
             "conversation",
             "conversation.deleted",
+            "feedback",
         ), response.text[:500]
         return
     if response.status_code == 200:  # file content
@@ -175,3 +176,42 @@ def test_reads_cancels_and_lists_with_any_ids(
     }[action]
     response = client.request(*request, params=query)
     _check_any(tally, f"batch-{action}", response)
+
+
+def _answered(client: httpx.Client, user: str) -> str:
+    """The id of a fresh answer of the experiment's model, which feedback may score."""
+    response = client.post(
+        ENDPOINT,
+        json={"model": "chat-ab", "messages": [{"role": "user", "content": f"rate me {user}"}], "user": user},
+    )
+    assert response.status_code == 200, response.text[:500]
+    return str(response.json()["id"])
+
+
+@settings(SETTINGS, max_examples=300)
+@given(
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            "response_id": JSON | IDS,
+            "score": JSON | st.floats() | st.integers() | st.sampled_from([0, 1, -1, 0.5, 1e9, 1e10]),
+            "label": JSON | TEXT,
+        },
+    ),
+    whole=st.none() | JSON,
+    real=st.booleans(),
+    user=TEXT,
+)
+def test_feedback_any_field_any_type(
+    client: httpx.Client, tally: Tally, fields: dict[str, Any], whole: Any, real: bool, user: str
+) -> None:
+    """Scores of real answers (half the time) and of anything else, with any value in each field."""
+    body = fields if whole is None else whole
+    if real and isinstance(body, dict):
+        body = {**body, "response_id": _answered(client, user)}
+    try:
+        content = json.dumps(body)
+    except ValueError:  # a NaN or an infinity: sent as the non-standard literal Python writes
+        content = json.dumps(body, allow_nan=True)
+    response = client.post("/v1/feedback", content=content, headers={"content-type": "application/json"})
+    _check_any(tally, "feedback", response)

@@ -316,4 +316,6 @@ def test_the_run_sent_enough_requests(sidecar: Sidecar, tally: Tally) -> None:
     for model in (*CHAT_MODELS, *EMBEDDING_MODELS):
         assert tally.by_model[model, 200] > 0, f"no request to {model} was answered 200: {report}"
     assert tally.statuses["grpc", "OK"] + tally.statuses["grpc-stream", "OK"] > 0, report
+    if any(surface == "feedback" for surface, _ in tally.statuses):  # the batch file's feedback test ran
+        assert tally.statuses["feedback", 200] > 0, f"no generated feedback was accepted: {report}"
     assert sidecar.process.poll() is None, "the sidecar exited"

@@ -164,7 +164,7 @@ def test_diff_catches_a_field_on_one_side_only() -> None:
 @pytest.mark.parametrize(
     ("plural", "kind", "short", "columns"),
     [
-        ("llmroutes", "LLMRoute", "llmr", ["Models", "Backends", "Synced", "Ready", "Age"]),
+        ("llmroutes", "LLMRoute", "llmr", ["Models", "Backends", "Synced", "Ready", "Experiment", "Age"]),
         ("llmbudgets", "LLMBudget", "llmb", ["Limit", "Spent", "Remaining", "Forecast", "State", "Age"]),
     ],
 )

@@ -32,6 +32,6 @@ a previous operator granted may still be live in sidecars (renewals of those get
 
 from __future__ import annotations
 
-from .service import BudgetObserver, BudgetService
+from .service import BudgetObserver, BudgetService, UsageConsumer
 
-__all__ = ["BudgetObserver", "BudgetService"]
+__all__ = ["BudgetObserver", "BudgetService", "UsageConsumer"]

@@ -28,7 +28,7 @@ import asyncio
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -48,7 +48,7 @@ from ..settings import OperatorSettings
 from .leases import Lease, LeaseBook
 from .ledger import BatchLog, BudgetLedger, CountedBatches, Limits, from_micro, to_micro
 
-__all__ = ["BudgetError", "BudgetObserver", "BudgetService"]
+__all__ = ["BudgetError", "BudgetObserver", "BudgetService", "UsageConsumer"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,25 @@ def _instance(identity: Identity, sidecar_id: str) -> str:
     return f"{identity.pod_uid}/{sidecar_id}"
 
 
+class UsageConsumer(Protocol):
+    """Something else counted from usage records (``experiments/``), under the same once-only rules:
+    it gets each batch's fresh records once, and the batch's acknowledgement waits for its writes."""
+
+    def count(
+        self, namespace: str, instance: str, sequence: int, records: Sequence[upb.UsageRecord], now: datetime
+    ) -> Mapping[Key, int]:
+        """Count; return the keys, with the revision holding these counts, the ack must wait for."""
+        ...
+
+    def persisted(self, key: Key) -> int | None:
+        """The last written revision of one of its keys; None when the key is not its own."""
+        ...
+
+    def reset(self) -> None:
+        """Forget what was counted (this replica stopped leading)."""
+        ...
+
+
 class BudgetService:
     """Implements ``contracts.BudgetStatusSource``; the config server calls the usage and lease methods."""
 
@@ -185,6 +204,7 @@ class BudgetService:
         self._request_id_memory = request_id_memory
         self._idempotent = _Idempotent()
         self._listeners: list[Callable[[str, str], None]] = []
+        self._consumers: list[UsageConsumer] = []
         self._ready = asyncio.Event()
         self._active = asyncio.Event()  # this replica leads: it counts and grants
         if active:
@@ -265,6 +285,8 @@ class BudgetService:
         self._logs.clear()
         self._request_ids.clear()
         self._idempotent = _Idempotent()
+        for consumer in self._consumers:
+            consumer.reset()
         self._observer.budgets_forgotten()
         self._notify_acks()
 
@@ -425,10 +447,12 @@ class BudgetService:
                 continue
             scoped.append(tracked)
         touched: dict[Key, _Budget] = {}
+        fresh: list[upb.UsageRecord] = []
         for record in batch.records:
             if self._seen_request(identity.namespace, record.request_id):
                 self.duplicates += 1
                 continue
+            fresh.append(record)
             started = record.started_at.ToDatetime(tzinfo=UTC) if record.HasField("started_at") else now
             for tracked in scoped:
                 if not _in_scope(tracked.spec, record):
@@ -441,7 +465,10 @@ class BudgetService:
                 touched[tracked.key] = tracked
         for tracked in touched.values():
             tracked.counted.record(instance, batch.sequence, now)
-        batches.accept(batch.sequence, {key: t.ledger.revision for key, t in touched.items()})
+        waits = {key: t.ledger.revision for key, t in touched.items()}
+        for consumer in self._consumers:
+            waits.update(consumer.count(identity.namespace, instance, batch.sequence, fresh, now))
+        batches.accept(batch.sequence, waits)
         for tracked in touched.values():
             self._changed(tracked)
         self._advance()
@@ -459,7 +486,20 @@ class BudgetService:
 
     def _persisted(self, key: Key) -> int:
         tracked = self._budgets.get(key)
-        return _FOREVER if tracked is None else tracked.persisted_revision
+        if tracked is not None:
+            return tracked.persisted_revision
+        for consumer in self._consumers:
+            if (revision := consumer.persisted(key)) is not None:
+                return revision
+        return _FOREVER
+
+    def add_consumer(self, consumer: UsageConsumer) -> None:
+        """Have ``consumer`` count every fresh usage record too (see :class:`UsageConsumer`)."""
+        self._consumers.append(consumer)
+
+    def consumer_wrote(self) -> None:
+        """A consumer's write landed: acknowledge the batches that waited for it."""
+        self._advance()
 
     def _advance(self) -> None:
         moved = False

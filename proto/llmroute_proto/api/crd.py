@@ -77,6 +77,11 @@ ROUTE = CrdDefinition(
             '.status.conditions[?(@.type=="Programmed")].status',
             description="Whether every matched sidecar runs the latest config.",
         ),
+        _column(
+            "Experiment",
+            ".status.experiment.summary",
+            description="The A/B experiment's state: the arm leading or the winner, and its p-value.",
+        ),
         _AGE,
         _column(
             "Version", ".status.configVersion", description="Latest compiled config version.", priority=1

@@ -10,15 +10,19 @@ mirrored by a Python validator here, so a standalone config fails the same way `
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic.config import JsonDict
 
+from .budget import CountedUsage
 from .cel import rule, rules
 from .common import Condition, DnsLabel, Duration, ResourceModel, parse_duration
 
 __all__ = [
+    "ArmStatus",
+    "ArmTotals",
     "Audit",
     "Backend",
     "Backoff",
@@ -29,6 +33,8 @@ __all__ = [
     "ComplexityThresholds",
     "CredentialsRef",
     "ExactCache",
+    "Experiment",
+    "ExperimentStatus",
     "LLMRoute",
     "LLMRouteSpec",
     "LLMRouteStatus",
@@ -762,6 +768,44 @@ class Abuse(ResourceModel):
         return self
 
 
+class Experiment(ResourceModel):
+    """An A/B experiment on one logical model's weighted split: every arm's requests, errors, latency,
+    time to first token, cost and quality (POST /v1/feedback) are counted by the operator into
+    status.experiment, with confidence intervals, and a winner once the difference is significant."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=128,
+        description="Logical model (spec.models[].name) whose split is the experiment; it must declare a split.",
+    )
+    metric: Literal["quality", "errorRate", "latency", "cost"] = Field(
+        default="quality",
+        description=(
+            "What decides the winner: quality (the mean feedback score, higher is better), errorRate, "
+            "latency (mean seconds to the last byte) or cost (mean USD per request); lower is better for "
+            "the last three."
+        ),
+    )
+    min_samples: int = Field(
+        default=100,
+        ge=2,
+        le=10_000_000,
+        description=(
+            "Samples of the metric every arm needs before a winner may be called (feedback scores for "
+            "quality, requests otherwise)."
+        ),
+    )
+    confidence: float = Field(
+        default=0.95,
+        ge=0.5,
+        le=0.9999,
+        description=(
+            "Confidence of the intervals and of the winner: the best arm must beat every other arm with "
+            "a two-sided Welch test at this level (Bonferroni-corrected for more than two arms)."
+        ),
+    )
+
+
 class RateLimit(ResourceModel):
     """A per-key request and token rate limit; with a shared Redis (--redis-url) it holds across every
     replica of the workload together, otherwise per sidecar."""
@@ -839,6 +883,12 @@ class LLMRouteSpec(ResourceModel):
                 "spec.memory.summarizer must name a model declared in spec.models",
                 field_path=".memory",
             ),
+            rule(
+                "!has(self.experiment) || "
+                "self.models.exists(m, m.name == self.experiment.model && has(m.split))",
+                "spec.experiment.model must name a model of spec.models that declares a split",
+                field_path=".experiment",
+            ),
         )
     }
 
@@ -882,6 +932,10 @@ class LLMRouteSpec(ResourceModel):
         default=None,
         description="Conversation memory for requests with x-llmroute-conversation; unset: off (the header is ignored).",
     )
+    experiment: Experiment | None = Field(
+        default=None,
+        description="Declares a model's weighted split an A/B experiment, reported in status.experiment.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> LLMRouteSpec:
@@ -914,6 +968,10 @@ class LLMRouteSpec(ResourceModel):
             )
         if self.memory and self.memory.summarizer is not None and self.memory.summarizer not in models:
             raise ValueError("spec.memory.summarizer must name a model declared in spec.models")
+        if self.experiment is not None and not any(
+            m.name == self.experiment.model and m.split is not None for m in self.models
+        ):
+            raise ValueError("spec.experiment.model must name a model of spec.models that declares a split")
         return self
 
 
@@ -928,6 +986,104 @@ class SidecarCounts(ResourceModel):
         default=0, ge=0, description="Of those, sidecars that NACKed the latest config version."
     )
     summary: str = Field(default="0/0", max_length=32, description="synced/matched as text, for kubectl get.")
+
+
+class ArmTotals(ResourceModel):
+    """An arm's raw counts, from which the operator continues after a restart. Each moment triple is
+    [count, sum, sum of squares]; each histogram counts observations per bucket of ``bucketsMs``."""
+
+    latency: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0],
+        min_length=3,
+        max_length=3,
+        description="Seconds to the last byte of answered requests: [count, sum, sum of squares].",
+    )
+    ttft: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0],
+        min_length=3,
+        max_length=3,
+        description="Seconds to the first chunk of answered streams: [count, sum, sum of squares].",
+    )
+    cost: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0],
+        min_length=3,
+        max_length=3,
+        description="USD per request: [count, sum, sum of squares].",
+    )
+    quality: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0],
+        min_length=3,
+        max_length=3,
+        description="Feedback scores: [count, sum, sum of squares].",
+    )
+    latency_buckets: list[int] = Field(
+        default_factory=list, max_length=64, description="Answered requests per latency bucket."
+    )
+    ttft_buckets: list[int] = Field(
+        default_factory=list, max_length=64, description="Answered streams per time-to-first-chunk bucket."
+    )
+
+
+class ArmStatus(ResourceModel):
+    """What one arm of the experiment has done so far, summed over every sidecar."""
+
+    backend: DnsLabel = Field(description="The split's backend this arm sends users to.")
+    requests: int = Field(default=0, ge=0, description="Requests of users assigned to this arm.")
+    errors: int = Field(default=0, ge=0, description="Of those, requests every attempt of which failed.")
+    error_rate: float = Field(default=0.0, ge=0, le=1, description="errors / requests.")
+    latency_p50_ms: float | None = Field(
+        default=None, description="Median time to the last byte, answered requests."
+    )
+    latency_p95_ms: float | None = Field(default=None, description="95th percentile of that time.")
+    latency_p99_ms: float | None = Field(default=None, description="99th percentile of that time.")
+    ttft_p50_ms: float | None = Field(default=None, description="Median time to the first chunk, streams.")
+    ttft_p95_ms: float | None = Field(default=None, description="95th percentile of that time.")
+    cost_usd: str = Field(default="0", max_length=32, description="Spend of these requests, in USD.")
+    feedback: int = Field(default=0, ge=0, description="Feedback scores received for this arm's answers.")
+    quality: float | None = Field(default=None, description="Mean feedback score.")
+    mean: float | None = Field(default=None, description="Mean of the experiment's metric.")
+    low: float | None = Field(default=None, description="Lower end of the metric mean's confidence interval.")
+    high: float | None = Field(
+        default=None, description="Upper end of the metric mean's confidence interval."
+    )
+    totals: ArmTotals = Field(default_factory=ArmTotals, description="Raw counts (operator bookkeeping).")
+
+
+class ExperimentStatus(ResourceModel):
+    """The experiment's arms and verdict, aggregated by the operator from every sidecar's usage."""
+
+    model: str = Field(max_length=128, description="The logical model whose split is the experiment.")
+    metric: str = Field(max_length=32, description="The metric that decides the winner.")
+    state: Literal["Running", "Concluded"] = Field(
+        description="Running until one arm is significantly better than every other, then Concluded."
+    )
+    winner: str | None = Field(
+        default=None, max_length=63, description="The winning arm's backend, once Concluded."
+    )
+    p_value: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Largest p-value of the best arm against the others (Welch's t-test, two-sided).",
+    )
+    summary: str = Field(default="", max_length=256, description="One line for kubectl get.")
+    started_at: datetime | None = Field(default=None, description="When counting began (RFC 3339).")
+    concluded_at: datetime | None = Field(default=None, description="When the winner was called (RFC 3339).")
+    signature: str = Field(
+        default="",
+        max_length=128,
+        description="The model, arms and decision settings the counts belong to; a change starts over.",
+    )
+    buckets_ms: list[float] = Field(
+        default_factory=list, max_length=64, description="Upper bounds of the latency histogram buckets."
+    )
+    arms: list[ArmStatus] = Field(default_factory=list, max_length=16, description="One entry per arm.")
+    counted_usage: list[CountedUsage] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Per sidecar instance, the last usage batch these counts include: a batch sent "
+        "again after an operator restart is recognised and not counted twice.",
+    )
 
 
 class LLMRouteStatus(ResourceModel):
@@ -955,6 +1111,9 @@ class LLMRouteStatus(ResourceModel):
         default=None,
         max_length=1024,
         description="Backend names, comma-separated, for kubectl get.",
+    )
+    experiment: ExperimentStatus | None = Field(
+        default=None, description="The A/B experiment of spec.experiment, per arm, with its verdict."
     )
 
 

@@ -450,6 +450,7 @@ class Route(_message.Message):
     AUDIT_FIELD_NUMBER: _builtins.int
     MEMORY_FIELD_NUMBER: _builtins.int
     ABUSE_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the LLMRoute."""
     namespace: _builtins.str
@@ -504,6 +505,10 @@ class Route(_message.Message):
     def abuse(self) -> Global___AbusePolicy:
         """Automatic blocking of abusive users or tenants. Unset: off."""
 
+    @_builtins.property
+    def experiment(self) -> Global___ExperimentPolicy:
+        """An A/B experiment on one logical model's weighted split. Unset: none."""
+
     def __init__(
         self,
         *,
@@ -521,14 +526,40 @@ class Route(_message.Message):
         audit: Global___AuditPolicy | None = ...,
         memory: Global___MemoryPolicy | None = ...,
         abuse: Global___AbusePolicy | None = ...,
+        experiment: Global___ExperimentPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["abuse", b"abuse", "audit", b"audit", "cache", b"cache", "memory", b"memory", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abuse", b"abuse", "audit", b"audit", "cache", b"cache", "experiment", b"experiment", "memory", b"memory", "privacy", b"privacy", "regions", b"regions", "resilience", b"resilience"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abuse", b"abuse", "audit", b"audit", "backends", b"backends", "cache", b"cache", "generation", b"generation", "memory", b"memory", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abuse", b"abuse", "audit", b"audit", "backends", b"backends", "cache", b"cache", "experiment", b"experiment", "generation", b"generation", "memory", b"memory", "models", b"models", "name", b"name", "namespace", b"namespace", "privacy", b"privacy", "rate_limits", b"rate_limits", "regions", b"regions", "resilience", b"resilience", "rules", b"rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Route: _TypeAlias = Route  # noqa: Y015
+
+@_typing.final
+class ExperimentPolicy(_message.Message):
+    """An A/B experiment: the sidecar tags every usage record of the model's requests with the split arm
+    the user was assigned to, and remembers which arm answered each response so that POST /v1/feedback
+    can credit a quality score to it. The operator counts the records into LLMRoute.status.experiment.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The logical model whose weighted split is the experiment."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExperimentPolicy: _TypeAlias = ExperimentPolicy  # noqa: Y015
 
 @_typing.final
 class AbusePolicy(_message.Message):

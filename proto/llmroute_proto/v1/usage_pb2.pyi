@@ -52,6 +52,10 @@ class _UsageOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageOut
     """Refused by a privacy policy (PII with action BLOCK)."""
     USAGE_OUTCOME_INVALID_REQUEST: _UsageOutcome.ValueType  # 8
     """Refused as malformed, for an unknown model, or too long for every candidate."""
+    USAGE_OUTCOME_FEEDBACK: _UsageOutcome.ValueType  # 9
+    """Not a request: a quality score the application gave an earlier response (POST /v1/feedback).
+    Its cost and tokens are 0; experiment_arm, response_id and feedback_score say what it rates.
+    """
 
 class UsageOutcome(_UsageOutcome, metaclass=_UsageOutcomeEnumTypeWrapper):
     """How a request ended, from the application's point of view."""
@@ -74,6 +78,10 @@ USAGE_OUTCOME_BLOCKED: UsageOutcome.ValueType  # 7
 """Refused by a privacy policy (PII with action BLOCK)."""
 USAGE_OUTCOME_INVALID_REQUEST: UsageOutcome.ValueType  # 8
 """Refused as malformed, for an unknown model, or too long for every candidate."""
+USAGE_OUTCOME_FEEDBACK: UsageOutcome.ValueType  # 9
+"""Not a request: a quality score the application gave an earlier response (POST /v1/feedback).
+Its cost and tokens are 0; experiment_arm, response_id and feedback_score say what it rates.
+"""
 Global___UsageOutcome: _TypeAlias = UsageOutcome  # noqa: Y015
 
 @_typing.final
@@ -105,6 +113,11 @@ class UsageRecord(_message.Message):
     CONFIG_VERSION_FIELD_NUMBER: _builtins.int
     ESTIMATED_FIELD_NUMBER: _builtins.int
     BUDGETS_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
+    TIME_TO_FIRST_TOKEN_FIELD_NUMBER: _builtins.int
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    FEEDBACK_SCORE_FIELD_NUMBER: _builtins.int
+    FEEDBACK_LABEL_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Unique id of the request (the sidecar's request id); the second de-duplication key."""
     route: _builtins.str
@@ -149,6 +162,16 @@ class UsageRecord(_message.Message):
     """True when the provider reported no usage (a stream without a usage event, a cut stream) and
     the tokens are the sidecar's own count of what it sent and relayed.
     """
+    experiment_arm: _builtins.str
+    """The arm (a backend of the split) of the route's experiment the user was assigned to. Empty when
+    the request is not part of an experiment, or was answered from the cache.
+    """
+    response_id: _builtins.str
+    """The provider's response id (the `id` of the completion); for feedback, the response rated."""
+    feedback_score: _builtins.float
+    """Feedback only: the score the application gave, as sent (the experiment averages it)."""
+    feedback_label: _builtins.str
+    """Feedback only: the optional label sent with the score, at most 64 characters."""
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the sidecar received the request."""
@@ -160,6 +183,10 @@ class UsageRecord(_message.Message):
     @_builtins.property
     def budgets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Budgets this request was charged to, by name (each budget whose scope matched)."""
+
+    @_builtins.property
+    def time_to_first_token(self) -> _duration_pb2.Duration:
+        """Streams only: from receipt to the first chunk sent to the application."""
 
     def __init__(
         self,
@@ -187,10 +214,15 @@ class UsageRecord(_message.Message):
         config_version: _builtins.str = ...,
         estimated: _builtins.bool = ...,
         budgets: _abc.Iterable[_builtins.str] | None = ...,
+        experiment_arm: _builtins.str = ...,
+        time_to_first_token: _duration_pb2.Duration | None = ...,
+        response_id: _builtins.str = ...,
+        feedback_score: _builtins.float = ...,
+        feedback_label: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "started_at", b"started_at", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "started_at", b"started_at", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "experiment_arm", b"experiment_arm", "feedback_label", b"feedback_label", "feedback_score", b"feedback_score", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "response_id", b"response_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_user: _TypeAlias = _typing.Literal["user_raw", "user_sha256"]  # noqa: Y015
     _WhichOneofArgType_user: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015
