@@ -53,6 +53,7 @@ from typing import Any, cast
 
 import kopf
 
+from .abuse_events import AbuseEvents
 from .budgets import BudgetService
 from .certs import make_dev_certificates
 from .configserver import ConfigHub, ConfigServer, ServerTls
@@ -442,6 +443,13 @@ async def _run(
     budgets.add_consumer(experiments)
     experiments.on_written(budgets.consumer_wrote)
     routes.on_change(experiments.refresh)
+    abuse_events = AbuseEvents(
+        routes=routes,
+        emit=lambda involved, message: kube.create_event(
+            involved, type_="Warning", reason="AbuseBlocked", message=message
+        ),
+    )
+    budgets.add_consumer(abuse_events)
     peer_book = PeerSyncBook()
     link = LeaderLink(leadership=leadership, ca_pem=tls.ca_pem, server_name=_peer_server_name(settings))
     reporter = SyncReporter(

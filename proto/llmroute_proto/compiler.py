@@ -390,6 +390,9 @@ def _resilience(resilience: Resilience) -> pb.Resilience:
             max_ejected_percent=breaker.max_ejected_percent,
             min_requests=breaker.min_requests,
         ),
+        hedging=pb.Hedging(delay=_duration(hedging.delay), percentile=hedging.percentile or 0.0)
+        if (hedging := resilience.hedging) is not None
+        else None,
     )
 
 

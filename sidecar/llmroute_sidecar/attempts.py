@@ -15,15 +15,22 @@ spent budget falls through to the next backend. With a ``spend`` hook (the reque
 ``budget/``), every attempt, retries and fallbacks included, first reserves its estimated cost on
 that backend; a refusal skips the backend without sending anything (:class:`SpendRefused`), and the
 winning attempt's reservation is left in ``Trace.reservation`` for the caller to settle.
+
+Hedging (``spec.resilience.hedging``, chat only): when the first candidate has not answered after the
+hedge delay (fixed, or a percentile of its recent latency from ``health/``), the next candidate is
+tried at the same time; the first success wins and the other call is cancelled. A call cancelled in
+flight, or one that also answered, was sent and is billed: it is left in ``Trace.abandoned`` with its
+reservation for the caller to settle (``request_policies.py``), never released as if unsent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +46,7 @@ from .load.registry import Gate
 from .upstream import OpenResponse, UpstreamClient
 
 __all__ = [
+    "Abandoned",
     "AllFailed",
     "ChatOutcome",
     "Policy",
@@ -81,6 +89,8 @@ class Policy:
             ErrorKind.TIMEOUT,
         }
     )
+    hedge_delay: float | None = None  # seconds; None: no hedging
+    hedge_percentile: float = 0.0  # > 0: the delay is this percentile of the backend's latency
 
     @classmethod
     def from_route(cls, route: pb.Route) -> Policy:
@@ -97,6 +107,8 @@ class Policy:
             backoff_base=res.retries.backoff.base.ToTimedelta().total_seconds() or 0.2,
             backoff_max=res.retries.backoff.max.ToTimedelta().total_seconds() or 5.0,
             retry_on=frozenset(kinds),
+            hedge_delay=res.hedging.delay.ToTimedelta().total_seconds() if res.HasField("hedging") else None,
+            hedge_percentile=res.hedging.percentile if res.HasField("hedging") else 0.0,
         )
 
     def backoff(
@@ -118,6 +130,9 @@ class Trace:
     errors: list[tuple[str, ProviderError]] = field(default_factory=list)
     on_attempt: Callable[[BackendEntry, ProviderError | None, float], None] | None = None
     reservation: Any = None  # what the winning attempt reserved in its budgets (``spend`` hook)
+    hedged: str = ""  # the backend a hedge was sent to, if one was
+    hedge_won: bool = False  # that hedge gave the answer
+    abandoned: list[Abandoned] = field(default_factory=list)  # sent, lost the race: billed by the caller
 
     def record(self, backend: BackendEntry, error: ProviderError | None, seconds: float) -> None:
         self.attempts += 1
@@ -125,6 +140,23 @@ class Trace:
             self.errors.append((backend.name, error))
         if self.on_attempt is not None:
             self.on_attempt(backend, error, seconds)
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """A call that was sent and then lost a hedge race: cancelled in flight, or answered too late."""
+
+    backend: BackendEntry
+    reservation: Any  # its budget reservation, to settle with its cost (None without budgets)
+    response: Json | None = None  # the answer, when it completed (its usage is then known)
+
+
+@dataclass
+class _Lane:
+    """One side of a hedge race: what its attempt reserved, and whether it was cut off in flight."""
+
+    reservation: Any = None
+    in_flight: bool = False
 
 
 class AllFailed(Exception):
@@ -241,6 +273,7 @@ async def _attempts(
     gate: Gate | None = None,
     health: RouteHealth | None = None,
     spend: Spend | None = None,
+    hedge: bool = False,
 ) -> tuple[BackendEntry, Any]:
     """Run ``attempt(backend, deadline)`` over candidates with retries; return the first success.
 
@@ -255,8 +288,9 @@ async def _attempts(
     if health is not None:
         health.start()
 
-    async def on(backend: BackendEntry, force: bool) -> Any:
-        """Attempts (and retries) on one backend: its result, or :class:`_MoveOn`."""
+    async def on(backend: BackendEntry, force: bool, lane: _Lane | None = None) -> Any:
+        """Attempts (and retries) on one backend: its result, or :class:`_MoveOn`. In a hedge race
+        (``lane``), what was reserved is kept in the lane instead of the trace."""
         nonlocal attempted
         retry = 0
         retrying = False  # a retry granted by the retry budget, not sent yet
@@ -330,7 +364,9 @@ async def _attempts(
             except BaseException:  # cancelled: no outcome to record, but a probe slot to free
                 if health is not None and ticket is not None:
                     health.release(ticket)
-                if reservation is not None:
+                if lane is not None:  # lost a hedge race in flight: sent, so billed by the race's owner
+                    lane.reservation, lane.in_flight = reservation, True
+                elif reservation is not None:
                     reservation.release()
                 raise
             else:
@@ -341,7 +377,10 @@ async def _attempts(
                 if slot is not None and isinstance(result, StreamOutcome):
                     result.hold(slot)  # a stream keeps its slot until it ends
                     slot = None
-                trace.reservation = reservation
+                if lane is not None:
+                    lane.reservation = reservation
+                else:
+                    trace.reservation = reservation
                 return result
             finally:
                 if slot is not None:
@@ -372,7 +411,75 @@ async def _attempts(
                 raise AllFailed(trace.errors)
             return _MoveOn(error.kind.value)
 
-    for index, backend in enumerate(candidates):
+    async def stop(task: asyncio.Task[Any], backend: BackendEntry, lane: _Lane) -> None:
+        """End a lane that lost the race; a call it had sent is billed, not forgotten."""
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+        result = None if task.cancelled() or task.exception() is not None else task.result()
+        if isinstance(result, StreamOutcome):
+            result.close()
+            trace.abandoned.append(Abandoned(backend, lane.reservation))
+        elif result is not None and not isinstance(result, _MoveOn):
+            trace.abandoned.append(Abandoned(backend, lane.reservation, result))  # answered too late
+        elif lane.in_flight:
+            trace.attempts += 1  # sent and cut off: an attempt, though it has no outcome
+            trace.abandoned.append(Abandoned(backend, lane.reservation))
+
+    async def race(first: BackendEntry, second: BackendEntry, delay: float) -> tuple[BackendEntry, Any] | int:
+        """The first success of ``first``, and of ``second`` once ``delay`` passed without an answer;
+        else how many candidates the race used up."""
+        lanes = [(first, _Lane()), (second, _Lane())]
+        tasks = [asyncio.ensure_future(on(first, False, lanes[0][1]))]
+        try:
+            await asyncio.wait(tasks, timeout=delay)
+            if not tasks[0].done():
+                trace.hedged = second.name
+                log.info(
+                    "hedging: %s has not answered in %.3fs, trying %s too", first.name, delay, second.name
+                )
+                tasks.append(asyncio.ensure_future(on(second, False, lanes[1][1])))
+            pending = set(tasks)
+            failed: AllFailed | None = None
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for index, task in enumerate(tasks):  # the first candidate wins a tie
+                    if task not in done:
+                        continue
+                    try:
+                        result = task.result()
+                    except AllFailed as exc:  # this lane ends the request, unless the other answers
+                        failed = exc
+                        continue
+                    if isinstance(result, _MoveOn):
+                        if len(tasks) == 1 and health is not None:
+                            health.fell_back(first, result.reason)
+                        continue
+                    backend, lane = lanes[index]
+                    for other, task_other in enumerate(tasks):
+                        if task_other is not task:
+                            await stop(task_other, *lanes[other])
+                    trace.reservation = lane.reservation
+                    trace.hedge_won = index == 1
+                    return backend, result
+            if failed is not None:
+                raise failed
+            return len(tasks)
+        finally:
+            for index, task in enumerate(tasks):
+                if not task.done():
+                    await stop(task, *lanes[index])
+
+    start = 0
+    if policy.hedge_delay is not None and hedge and len(candidates) > 1:
+        delay = policy.hedge_delay
+        if policy.hedge_percentile > 0 and health is not None:
+            delay = health.latency_quantile(candidates[0], policy.hedge_percentile / 100) or delay
+        raced = await race(candidates[0], candidates[1], delay)
+        if not isinstance(raced, int):
+            return raced
+        start = raced
+    for index, backend in enumerate(candidates[start:], start):
         result = await on(backend, False)
         if not isinstance(result, _MoveOn):
             return backend, result
@@ -398,6 +505,13 @@ def _held_error(refusal: Refusal) -> ProviderError:
     )
 
 
+def _traced(request: UpstreamRequest, headers: Mapping[str, str] | None) -> UpstreamRequest:
+    """``request`` with the trace context headers added (not signed by SigV4, which allows that)."""
+    if not headers:
+        return request
+    return dataclasses.replace(request, headers={**request.headers, **headers})
+
+
 async def _fetch(upstream: UpstreamClient, adapter: ProviderAdapter, request: UpstreamRequest) -> bytes:
     """Send ``request`` and read the whole 2xx body; a failed read is a CONNECTION error."""
     response = await upstream.open(request, adapter)
@@ -421,16 +535,19 @@ async def run_chat(
     gate: Gate | None = None,
     health: RouteHealth | None = None,
     spend: Spend | None = None,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> ChatOutcome:
-    """A non-streaming chat completion through the first backend that answers."""
+    """A non-streaming chat completion through the first backend that answers. ``trace_headers``
+    (W3C ``traceparent``) go with every attempt, so a provider that traces joins the app's trace."""
 
     async def attempt(backend: BackendEntry, deadline: float) -> Json:
         adapter = adapter_for(backend.provider)
-        raw = await _fetch(upstream, adapter, adapter.chat_request(backend.target, body, stream=False))
+        request = _traced(adapter.chat_request(backend.target, body, stream=False), trace_headers)
+        raw = await _fetch(upstream, adapter, request)
         return adapter.parse_chat(raw, model=backend.target.model)
 
     backend, result = await _attempts(
-        candidates, policy, trace, attempt, gate=gate, health=health, spend=spend
+        candidates, policy, trace, attempt, gate=gate, health=health, spend=spend, hedge=True
     )
     return ChatOutcome(backend, trace, result)
 
@@ -470,12 +587,13 @@ async def open_stream(
     gate: Gate | None = None,
     health: RouteHealth | None = None,
     spend: Spend | None = None,
+    trace_headers: Mapping[str, str] | None = None,
 ) -> StreamOutcome:
     """Open a stream and read up to its first chunk; failover is allowed only until then."""
 
     async def attempt(backend: BackendEntry, deadline: float) -> StreamOutcome:
         adapter = adapter_for(backend.provider)
-        request = adapter.chat_request(backend.target, body, stream=True)
+        request = _traced(adapter.chat_request(backend.target, body, stream=True), trace_headers)
         response = await upstream.open(request, adapter)
         decoder = adapter.chat_stream_decoder(model=backend.target.model, include_usage=include_usage)
         chunks = response.iter_chunks().__aiter__()
@@ -503,7 +621,9 @@ async def open_stream(
             raise
         return StreamOutcome(backend, trace, first, decoder, response, chunks, deadline)
 
-    _, outcome = await _attempts(candidates, policy, trace, attempt, gate=gate, health=health, spend=spend)
+    _, outcome = await _attempts(
+        candidates, policy, trace, attempt, gate=gate, health=health, spend=spend, hedge=True
+    )
     assert isinstance(outcome, StreamOutcome)
     outcome._health = health
     return outcome

@@ -103,6 +103,13 @@ class Metrics:
             ["route"],
             registry=r,
         )
+        self.hedges = Counter(
+            "llmroute_hedges",
+            "Hedged chat requests (spec.resilience.hedging) by logical model and outcome: primary_won, "
+            "hedge_won, failed, cancelled. Each one billed both calls.",
+            ["model", "outcome"],
+            registry=r,
+        )
         self.feedback = Summary(
             "llmroute_feedback_score",
             "Scores apps gave experiment responses through POST /v1/feedback, by route and arm (the "

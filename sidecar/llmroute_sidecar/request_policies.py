@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llmroute_proto.v1 import config_pb2 as pb
 
 from .abuse import ABUSE_CODE, AbuseCounters, AbuseGuard
-from .accounting import Usage, cost_micro, estimate_micro
-from .attempts import SpendRefused
+from .accounting import Usage, cost_micro, estimate_micro, usage_of
+from .attempts import Abandoned, SpendRefused
 from .audit import AuditLog
 from .budget import BudgetGuard, BudgetRefusal, Charge, Reservation
 from .cache import CacheKey, ResponseCache, cacheable, exact_key, semantic_partition, semantic_text
@@ -76,6 +76,8 @@ class Request:
     finished: bool = False
     memory: Any = None  # memory.MemoryTurn when the request continues a stored conversation
     response_id: str = ""  # the provider's completion id, once the answer (or its first chunk) is in
+    hedge_cost: int = 0  # micro-USD of calls a hedge race cut off (attempts.Abandoned), billed too
+    hedged: str = ""  # "backend (won|lost)" when a hedge was sent, for x-llmroute-hedged
     ttft: float | None = None  # streams: seconds from receipt to the first chunk
 
     @property
@@ -90,6 +92,8 @@ class Request:
             out["x-llmroute-budgets"] = ",".join(self.charge.names)
         if self.memory is not None:
             out["x-llmroute-memory"] = self.memory.header()
+        if self.hedged:
+            out["x-llmroute-hedged"] = self.hedged
         return out
 
 
@@ -113,6 +117,8 @@ class RequestPolicies:
         self.cache = cache
         self.audit = audit
         self.abuse = abuse or AbuseGuard(AbuseCounters(None))
+        if self.abuse.on_block is None:
+            self.abuse.on_block = self._abuse_blocked
         self.responses = responses or ResponseArms(None)
         self._policies: dict[int, tuple[pb.Route, RoutePolicies]] = {}
 
@@ -372,6 +378,71 @@ class RequestPolicies:
             blocks=1 if outcome in _POLICY_REFUSALS else 0,
         )  # fmt: skip
         return cost
+
+    def _abuse_blocked(self, request: Request, key: str, reason: str, seconds: float, window: str) -> None:
+        """A block this sidecar set: a usage record, so the operator can put an Event on the route."""
+        spec, hints, entry = request.policies.abuse, request.hints, request.entry
+        by_tenant = spec is not None and spec.by_tenant
+        self.usage.add(
+            UsageRecord(
+                request_id=f"{hints.request_id}:abuse",
+                route=f"{entry.route.namespace}/{entry.route.name}",
+                model=entry.name,
+                backend="",
+                provider="",
+                tenant=key if by_tenant else hints.tenant,
+                user=hints.user if by_tenant else ("" if key == "-" else key),
+                input_tokens=0,
+                output_tokens=0,
+                cost_micro_usd=0,
+                outcome="abuse_blocked",
+                latency_seconds=0.0,
+                http_status=403,
+                config_version=request.config_version,
+                abuse=(by_tenant, reason, seconds, window),
+            )
+        )
+
+    def settle_abandoned(self, request: Request, abandoned: Sequence[Abandoned]) -> None:
+        """Bill the calls a hedge race sent and cut off: each is settled in the request's budgets and
+        gets a usage record of its own (``<request id>:hedge``). A call that answered is billed by its
+        usage; a cancelled one by the prompt's estimated input tokens (what a provider bills at least
+        for a prompt it started on; output it generated before the cancel is unknown)."""
+        estimate = request.decision.estimate.input_tokens if request.decision is not None else 0
+        hints, entry = request.hints, request.entry
+        for lost in abandoned:
+            reported = usage_of(lost.response.get("usage")) if lost.response is not None else None
+            usage = reported or Usage(estimate, 0, 0, estimated=True)
+            cost = cost_micro(lost.backend, usage)
+            if lost.reservation is not None:
+                lost.reservation.settle(cost)
+            request.hedge_cost += cost
+            self.usage.add(
+                UsageRecord(
+                    request_id=f"{hints.request_id}:hedge",
+                    route=f"{entry.route.namespace}/{entry.route.name}",
+                    model=entry.name,
+                    backend=lost.backend.name,
+                    provider=lost.backend.provider,
+                    tenant=hints.tenant,
+                    user=hints.user,
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cost_micro_usd=cost,
+                    outcome="hedge_lost",
+                    latency_seconds=time.monotonic() - request.started,
+                    started_at=request.started_wall,
+                    region=lost.backend.region,
+                    estimated=usage.estimated,
+                    attempts=1,
+                    http_status=499,
+                    config_version=request.config_version,
+                    budgets=request.charge.names if request.charge is not None else (),
+                    provider_model=lost.backend.target.model,
+                )
+            )
+            if cost:
+                self.metrics.cost.labels(entry.name, lost.backend.name).inc(cost / 1e6)
 
     def _record(
         self,

@@ -276,15 +276,27 @@ class RouterService:
 
     async def _guarded(self, request: Request, decision: Decision, trace: Trace, call: Awaitable[_T]) -> _T:
         """Await an attempt loop: no candidate served -> the accounted ApiError; cancelled -> the
-        winning attempt's reservation (if any) goes back."""
+        winning attempt's reservation (if any) goes back. Calls a hedge race sent and cut off are
+        billed in every case."""
+        outcome = "failed"
         try:
-            return await call
+            result = await call
+            outcome = "hedge_won" if trace.hedge_won else "primary_won"
+            return result
         except AllFailed as exc:
             raise await self._fail(request, exc, decision, trace) from None
         except BaseException:
             if trace.reservation is not None:
                 trace.reservation.release()
+            outcome = "cancelled"
             raise
+        finally:
+            if trace.hedged:
+                request.hedged = trace.hedged
+                self.metrics.hedges.labels(request.entry.name, outcome).inc()
+            if trace.abandoned:  # calls a hedge race cut off were sent: billed, whatever happens next
+                self.policies.settle_abandoned(request, trace.abandoned)
+                trace.abandoned.clear()
 
     async def _fail(self, request: Request, exc: AllFailed, decision: Decision, trace: Trace) -> ApiError:
         error = self._failure(request.entry, exc, decision)
@@ -401,6 +413,7 @@ class RouterService:
                 gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name),
                 spend=self.policies.spend_hook(request),
+                trace_headers=self.tracing.outgoing(),
             ),
         )
         response = outcome.response
@@ -424,6 +437,7 @@ class RouterService:
         )
         await self.memory.record(request, response)
         self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - request.started)
+        cost += request.hedge_cost  # the app is told what the request cost, the lost hedge included
         return response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)
 
     async def _remembered(self, request: Request) -> None:
@@ -478,6 +492,7 @@ class RouterService:
                 gate=self.limits.gate(hints.tier, hints.tenant),
                 health=RouteHealth(self.health, entry.route.name, stream=True),
                 spend=self.policies.spend_hook(request),
+                trace_headers=self.tracing.outgoing(),
             ),
         )
         request.ttft = time.monotonic() - request.started

@@ -151,7 +151,7 @@ class StreamCall:
             attempts=outcome.trace.attempts,
             reservation=outcome.trace.reservation,
         )
-        self.cost_usd = cost / 1e6
+        self.cost_usd = (cost + request.hedge_cost) / 1e6  # a lost hedge was billed too
         return self.cost_usd
 
     def close(self) -> None:

@@ -7,7 +7,9 @@ exported over OTLP/gRPC. The request span continues the app's W3C ``traceparent`
 ``gen_ai.provider.name`` and ``gen_ai.usage.*_tokens``, llmroute's route, backend, region, cache and
 attempt count, and a ``llmroute.route_decision`` event (strategy, rule, region choice, candidates,
 exclusions). Each attempt span carries the backend's provider, provider model, region, server
-address, and ``error.type`` when it failed. Without an endpoint nothing of OpenTelemetry is imported
+address, and ``error.type`` when it failed. Upstream chat calls carry the request span's
+``traceparent`` (:meth:`Tracing.outgoing`), so a provider that traces (a self-hosted vLLM with
+OpenTelemetry, say) joins the app's trace. Without an endpoint nothing of OpenTelemetry is imported
 and every call here is a no-op. Neighbours: ``http_front.py`` opens request spans, ``service.py``
 reports attempts.
 """
@@ -134,6 +136,16 @@ class Tracing:
             set_status_on_exception=False,
         )
         return RequestSpan(scope.__enter__(), scope)
+
+    def outgoing(self) -> dict[str, str] | None:
+        """W3C trace context headers of the current request span, for upstream calls; None when off."""
+        if self._tracer is None:
+            return None
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        carrier: dict[str, str] = {}
+        TraceContextTextMapPropagator().inject(carrier)
+        return carrier or None
 
     def attempt(self, backend: BackendEntry, error: Any, seconds: float, operation: str = "chat") -> None:
         """One upstream attempt that just ended, as a child span of the current request span."""

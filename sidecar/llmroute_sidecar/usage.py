@@ -43,6 +43,9 @@ class UsageRecord:
     response_id: str = ""  # the provider's completion id; for feedback, the response rated
     feedback_score: float = 0.0  # outcome "feedback" only
     feedback_label: str = ""  # outcome "feedback" only
+    abuse: tuple[bool, str, float, str] | None = (
+        None  # outcome "abuse_blocked": (by tenant, reason, seconds, window)
+    )
 
 
 class UsageBuffer:

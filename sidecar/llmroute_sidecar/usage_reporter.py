@@ -48,6 +48,8 @@ _OUTCOMES = {
     "blocked": upb.USAGE_OUTCOME_BLOCKED,
     "invalid": upb.USAGE_OUTCOME_INVALID_REQUEST,
     "feedback": upb.USAGE_OUTCOME_FEEDBACK,
+    "hedge_lost": upb.USAGE_OUTCOME_CANCELLED,
+    "abuse_blocked": upb.USAGE_OUTCOME_ABUSE_BLOCK,
 }
 _CACHE = {
     "hit": cpb.CACHE_STATUS_HIT,
@@ -93,6 +95,10 @@ def to_proto(record: UsageRecord) -> upb.UsageRecord:
         out.response_id = record.response_id
         out.feedback_score = record.feedback_score
         out.feedback_label = record.feedback_label
+    if record.abuse is not None:
+        by_tenant, reason, seconds, window = record.abuse
+        out.abuse_block.by_tenant, out.abuse_block.reason, out.abuse_block.window = by_tenant, reason, window
+        out.abuse_block.block_for.FromNanoseconds(int(seconds * 1e9))
     if record.ttft_seconds is not None:
         out.time_to_first_token.FromNanoseconds(int(record.ttft_seconds * 1e9))
     return out

@@ -16,24 +16,20 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
-from llmroute_fakes.server import FakeProvider
 from llmroute_operator.devcluster import target
-from llmroute_operator.devcluster.kubectl import Kubectl
-from tests.redis_support import RedisServer, require_redis_server
 
-from .operator_process import OperatorProcess, status_of
-from .push_support import SidecarProcess, make_pod, poll
+from .dev_stack import DevStack, dev_stack
+from .operator_process import status_of
+from .push_support import poll
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 MIN_SAMPLES = 30
 QUALITY = {"good": 0.8, "poor": 0.6}
 FIGURES: dict[str, Any] = {}
@@ -67,68 +63,11 @@ spec:
 """
 
 
-@dataclass
-class Stack:
-    kubectl: Kubectl
-    namespace: str
-    operator: OperatorProcess
-    sidecars: list[SidecarProcess] = field(default_factory=list)
-
-
 @pytest.fixture(scope="module")
-def stack(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    kubectl = cluster.kubectl
-    kubectl.apply_crds(ROOT / "crds")
-    namespace = cluster.create_namespace("experiment")
-    kubectl.run("create", "serviceaccount", "app", "-n", namespace)
-    workdir = tmp_path_factory.mktemp("experiment")
-    ca = workdir / "ca.pem"
-    redis = RedisServer(require_redis_server())
-    redis.start()
-    provider = FakeProvider("openai")
-    provider.start_in_thread()
-    operator = OperatorProcess(
-        cluster.kubeconfig, workdir / "operator.log", ["--dev", "--ca-out", str(ca), "--namespace", namespace]
-    )
-    state = Stack(kubectl, namespace, operator)
-    try:
-        operator.start()
-        operator.wait_ready()
-        secret = f"apiVersion: v1\nkind: Secret\nmetadata: {{name: openai, namespace: {namespace}}}\n"
-        kubectl.run("apply", "-f", "-", input=secret + "stringData: {apiKey: sk-test}\n")
-        poll(
-            lambda: (
-                kubectl.run(
-                    "apply", "-f", "-", input=resources(namespace, provider.base_url), check=False
-                ).returncode
-                == 0
-            ),
-            timeout=30,
-            interval=0.3,
-            what="the route accepted",
-        )
-        for i in range(2):
-            token = make_pod(kubectl, namespace, f"app-{i}", {"app": "chat"})
-            sidecar = SidecarProcess(
-                f"app-{i}", namespace, token, operator.config_port, ca, workdir,
-                extra_args=("--redis-url", redis.url, "--audit-log", "off"),
-            )  # fmt: skip
-            state.sidecars.append(sidecar.start())
-        poll(
-            lambda: all(s.route_names() == ["chat"] for s in state.sidecars),
-            timeout=60,
-            what="chat everywhere",
-        )
-        yield state
-    finally:
-        for sidecar in state.sidecars:
-            sidecar.stop()
-        if operator.stop() not in (0, None):
-            print(operator.tail())
-        provider.stop_thread()
-        redis.close()
-        print(f"\nexperiment figures: {FIGURES}")
-        cluster.delete_namespace(namespace)
+def stack(cluster: target.Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
+    with dev_stack(cluster, tmp_path_factory, "experiment", resources, sidecars=2, routes=["chat"]) as stack:
+        yield stack
+    print(f"\nexperiment figures: {FIGURES}")
 
 
 @dataclass
@@ -141,7 +80,7 @@ def _arm(model: str) -> str:
     return {"m-good": "good", "m-poor": "poor"}[model]
 
 
-def _traffic(stack: Stack, sent: Sent, rng: random.Random, users: range, per_user: int) -> None:
+def _traffic(stack: DevStack, sent: Sent, rng: random.Random, users: range, per_user: int) -> None:
     """Requests from each user through one sidecar, each answer scored through the other one."""
     clients = [
         openai.OpenAI(base_url=s.base_url, api_key="unused", max_retries=0, timeout=30)
@@ -185,11 +124,11 @@ def _traffic(stack: Stack, sent: Sent, rng: random.Random, users: range, per_use
             rater.close()
 
 
-def _experiment(stack: Stack) -> dict[str, Any]:
+def _experiment(stack: DevStack) -> dict[str, Any]:
     return dict(status_of(stack.kubectl, "llmroutes", stack.namespace, "chat").get("experiment") or {})
 
 
-def _counted(stack: Stack, sent: Sent) -> dict[str, Any] | None:
+def _counted(stack: DevStack, sent: Sent) -> dict[str, Any] | None:
     experiment = _experiment(stack)
     arms = {a["backend"]: a for a in experiment.get("arms", [])}
     if all(
@@ -202,7 +141,7 @@ def _counted(stack: Stack, sent: Sent) -> dict[str, Any] | None:
     return None
 
 
-def test_two_arms_of_different_quality_reach_a_significant_winner(stack: Stack) -> None:
+def test_two_arms_of_different_quality_reach_a_significant_winner(stack: DevStack) -> None:
     rng = random.Random(20261203)
     sent = Sent()
     started = time.monotonic()

@@ -109,6 +109,7 @@ spec:
   audit: {{includeText: true}}
   memory: {{ttl: 1h, maxTokensPerTenant: 200000}}
   experiment: {{model: chat-ab, minSamples: 10}}
+  resilience: {{hedging: {{delay: 5ms}}}}
   abuse: {{minRequests: 100000000, minTokens: 100000000000, minCostUsd: 1000000, maxPolicyBlocks: 100000000}}
 ---
 apiVersion: llmroute.io/v1alpha1

@@ -91,6 +91,10 @@ async def test_a_request_spike_is_blocked_on_every_sidecar_within_the_window_and
     assert [await ask(s, "alice") for s in sidecars] == [200, 200, 200]  # only mallory is blocked
     assert total(sidecars, "llmroute_abuse_blocks_total", route="guarded", reason="request_rate") == 1
     assert total(sidecars, "llmroute_abuse_refused_total", route="guarded") == 10
+    # One record of the block, from the sidecar that set it, for the operator's AbuseBlocked Event.
+    blocks = [r for s in sidecars for r in s.usage.drain() if r.outcome == "abuse_blocked"]
+    assert [(r.user, r.abuse[1] if r.abuse else None) for r in blocks] == [("mallory", "request_rate")]
+    assert blocks[0].abuse is not None and blocks[0].abuse[2] == BLOCK_S
     await asyncio.sleep(BLOCK_S + 0.2)
     assert [await ask(s, "mallory") for s in sidecars] == [200, 200, 200]  # lifted by itself
 

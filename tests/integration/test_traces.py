@@ -83,6 +83,10 @@ async def test_a_failover_is_one_trace_with_a_span_per_attempt(
     (stream_span,) = [s for s in spans if s.kind == SERVER and s.trace_id.hex() != TRACE_ID]
     assert attributes(stream_span)["gen_ai.usage.output_tokens"] > 0
     assert receiver.resources[0]["service.name"].startswith("llmroute-sidecar")
+    # Each upstream call carried the request span's trace context, so a provider that traces joins in.
+    sent = [r.headers.get("traceparent", "") for r in [*primary.requests, *fallback.requests]]
+    assert f"00-{TRACE_ID}-{request.span_id.hex()}-01" in sent
+    assert all(header.startswith("00-") for header in sent), sent
 
 
 async def test_a_refused_request_is_a_failed_span(

@@ -35,6 +35,7 @@ __all__ = [
     "ExactCache",
     "Experiment",
     "ExperimentStatus",
+    "Hedging",
     "LLMRoute",
     "LLMRouteSpec",
     "LLMRouteStatus",
@@ -570,6 +571,29 @@ class CircuitBreaker(ResourceModel):
     )
 
 
+class Hedging(ResourceModel):
+    """Hedged requests: when the first backend has not answered after a delay, the same request goes
+    to the next candidate too; the first answer wins and the other call is cancelled. Both calls are
+    billed: the cancelled one at its prompt's estimated input tokens."""
+
+    delay: Duration = Field(
+        default="1s",
+        description=(
+            "How long the first attempt runs alone before the hedge is sent, e.g. 800ms; with "
+            "percentile, the delay used until the backend has 20 measured requests."
+        ),
+    )
+    percentile: float | None = Field(
+        default=None,
+        ge=50,
+        le=99.9,
+        description=(
+            "Send the hedge after this percentile of the first backend's recent latency (time to first "
+            "token for streams) instead of a fixed delay, e.g. 95."
+        ),
+    )
+
+
 class Resilience(ResourceModel):
     """Timeouts, retries and circuit breaking."""
 
@@ -587,6 +611,10 @@ class Resilience(ResourceModel):
         default_factory=CircuitBreaker,
         json_schema_extra=lambda schema: _nested_default(schema, CircuitBreaker),
         description="Ejection of failing backends.",
+    )
+    hedging: Hedging | None = Field(
+        default=None,
+        description="Hedged requests to the next candidate after a delay (chat only); unset: off.",
     )
 
 

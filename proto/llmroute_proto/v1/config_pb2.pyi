@@ -938,6 +938,7 @@ class Resilience(_message.Message):
     TIMEOUT_FIELD_NUMBER: _builtins.int
     RETRIES_FIELD_NUMBER: _builtins.int
     CIRCUIT_BREAKER_FIELD_NUMBER: _builtins.int
+    HEDGING_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def timeout(self) -> Global___Timeouts:
         """Time limits of one request."""
@@ -950,20 +951,59 @@ class Resilience(_message.Message):
     def circuit_breaker(self) -> Global___CircuitBreaker:
         """When a backend is taken out of rotation."""
 
+    @_builtins.property
+    def hedging(self) -> Global___Hedging:
+        """Hedged chat requests. Unset: off."""
+
     def __init__(
         self,
         *,
         timeout: Global___Timeouts | None = ...,
         retries: Global___RetryPolicy | None = ...,
         circuit_breaker: Global___CircuitBreaker | None = ...,
+        hedging: Global___Hedging | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "retries", b"retries", "timeout", b"timeout"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "hedging", b"hedging", "retries", b"retries", "timeout", b"timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "retries", b"retries", "timeout", b"timeout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["circuit_breaker", b"circuit_breaker", "hedging", b"hedging", "retries", b"retries", "timeout", b"timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Resilience: _TypeAlias = Resilience  # noqa: Y015
+
+@_typing.final
+class Hedging(_message.Message):
+    """Hedged requests: after a delay without an answer from the first candidate, the same request goes to
+    the next candidate too; the first answer wins and the other call is cancelled (and billed).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELAY_FIELD_NUMBER: _builtins.int
+    PERCENTILE_FIELD_NUMBER: _builtins.int
+    percentile: _builtins.float
+    """When above 0: the delay is this percentile (50..99.9) of the first backend's recent latency
+    (time to first token for streams).
+    """
+    @_builtins.property
+    def delay(self) -> _duration_pb2.Duration:
+        """How long the first attempt runs alone; with percentile, the delay until the backend has enough
+        latency samples.
+        """
+
+    def __init__(
+        self,
+        *,
+        delay: _duration_pb2.Duration | None = ...,
+        percentile: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delay", b"delay", "percentile", b"percentile"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Hedging: _TypeAlias = Hedging  # noqa: Y015
 
 @_typing.final
 class Timeouts(_message.Message):

@@ -27,21 +27,23 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from llmroute_proto.v1 import config_pb2 as llmroute__proto_dot_v1_dot_config__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmroute_proto/v1/usage.proto\x12\x0bllmroute.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmroute_proto/v1/config.proto\"\xe8\x05\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x15\n\rlogical_model\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\'\n\x08provider\x18\x05 \x01(\x0e\x32\x15.llmroute.v1.Provider\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06region\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12\x12\n\x08user_raw\x18\t \x01(\tH\x00\x12\x15\n\x0buser_sha256\x18\n \x01(\tH\x00\x12\x14\n\x0cinput_tokens\x18\x0b \x01(\x04\x12\x15\n\routput_tokens\x18\x0c \x01(\x04\x12\x15\n\rcached_tokens\x18\r \x01(\x04\x12\x16\n\x0e\x63ost_micro_usd\x18\x0e \x01(\x03\x12*\n\x07outcome\x18\x0f \x01(\x0e\x32\x19.llmroute.v1.UsageOutcome\x12\x13\n\x0bhttp_status\x18\x10 \x01(\r\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\r\x12\'\n\x05\x63\x61\x63he\x18\x12 \x01(\x0e\x32\x18.llmroute.v1.CacheStatus\x12.\n\nstarted_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07latency\x18\x14 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x63onfig_version\x18\x15 \x01(\t\x12\x11\n\testimated\x18\x16 \x01(\x08\x12\x0f\n\x07\x62udgets\x18\x17 \x03(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x18 \x01(\t\x12\x36\n\x13time_to_first_token\x18\x19 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bresponse_id\x18\x1a \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_score\x18\x1b \x01(\x01\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_label\x18\x1c \x01(\tB\x06\n\x04user\"]\n\nUsageBatch\x12\x12\n\nsidecar_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12)\n\x07records\x18\x03 \x03(\x0b\x32\x18.llmroute.v1.UsageRecord\"\"\n\x08UsageAck\x12\x16\n\x0e\x61\x63ked_sequence\x18\x01 \x01(\x04*\xc0\x02\n\x0cUsageOutcome\x12\x1d\n\x19USAGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_OUTCOME_SUCCESS\x10\x01\x12 \n\x1cUSAGE_OUTCOME_UPSTREAM_ERROR\x10\x02\x12\x19\n\x15USAGE_OUTCOME_TIMEOUT\x10\x03\x12\x1b\n\x17USAGE_OUTCOME_CANCELLED\x10\x04\x12\x1e\n\x1aUSAGE_OUTCOME_RATE_LIMITED\x10\x05\x12\"\n\x1eUSAGE_OUTCOME_BUDGET_EXHAUSTED\x10\x06\x12\x19\n\x15USAGE_OUTCOME_BLOCKED\x10\x07\x12!\n\x1dUSAGE_OUTCOME_INVALID_REQUEST\x10\x08\x12\x1a\n\x16USAGE_OUTCOME_FEEDBACK\x10\t2S\n\x0eUsageReporting\x12\x41\n\x0bReportUsage\x12\x17.llmroute.v1.UsageBatch\x1a\x15.llmroute.v1.UsageAck(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dllmroute_proto/v1/usage.proto\x12\x0bllmroute.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ellmroute_proto/v1/config.proto\"m\n\nAbuseBlock\x12\x11\n\tby_tenant\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12,\n\tblock_for\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06window\x18\x04 \x01(\t\"\x96\x06\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05route\x18\x02 \x01(\t\x12\x15\n\rlogical_model\x18\x03 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x04 \x01(\t\x12\'\n\x08provider\x18\x05 \x01(\x0e\x32\x15.llmroute.v1.Provider\x12\r\n\x05model\x18\x06 \x01(\t\x12\x0e\n\x06region\x18\x07 \x01(\t\x12\x0e\n\x06tenant\x18\x08 \x01(\t\x12\x12\n\x08user_raw\x18\t \x01(\tH\x00\x12\x15\n\x0buser_sha256\x18\n \x01(\tH\x00\x12\x14\n\x0cinput_tokens\x18\x0b \x01(\x04\x12\x15\n\routput_tokens\x18\x0c \x01(\x04\x12\x15\n\rcached_tokens\x18\r \x01(\x04\x12\x16\n\x0e\x63ost_micro_usd\x18\x0e \x01(\x03\x12*\n\x07outcome\x18\x0f \x01(\x0e\x32\x19.llmroute.v1.UsageOutcome\x12\x13\n\x0bhttp_status\x18\x10 \x01(\r\x12\x10\n\x08\x61ttempts\x18\x11 \x01(\r\x12\'\n\x05\x63\x61\x63he\x18\x12 \x01(\x0e\x32\x18.llmroute.v1.CacheStatus\x12.\n\nstarted_at\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07latency\x18\x14 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x63onfig_version\x18\x15 \x01(\t\x12\x11\n\testimated\x18\x16 \x01(\x08\x12\x0f\n\x07\x62udgets\x18\x17 \x03(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x18 \x01(\t\x12\x36\n\x13time_to_first_token\x18\x19 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bresponse_id\x18\x1a \x01(\t\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_score\x18\x1b \x01(\x01\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_label\x18\x1c \x01(\t\x12,\n\x0b\x61\x62use_block\x18\x1d \x01(\x0b\x32\x17.llmroute.v1.AbuseBlockB\x06\n\x04user\"]\n\nUsageBatch\x12\x12\n\nsidecar_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x04\x12)\n\x07records\x18\x03 \x03(\x0b\x32\x18.llmroute.v1.UsageRecord\"\"\n\x08UsageAck\x12\x16\n\x0e\x61\x63ked_sequence\x18\x01 \x01(\x04*\xdf\x02\n\x0cUsageOutcome\x12\x1d\n\x19USAGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15USAGE_OUTCOME_SUCCESS\x10\x01\x12 \n\x1cUSAGE_OUTCOME_UPSTREAM_ERROR\x10\x02\x12\x19\n\x15USAGE_OUTCOME_TIMEOUT\x10\x03\x12\x1b\n\x17USAGE_OUTCOME_CANCELLED\x10\x04\x12\x1e\n\x1aUSAGE_OUTCOME_RATE_LIMITED\x10\x05\x12\"\n\x1eUSAGE_OUTCOME_BUDGET_EXHAUSTED\x10\x06\x12\x19\n\x15USAGE_OUTCOME_BLOCKED\x10\x07\x12!\n\x1dUSAGE_OUTCOME_INVALID_REQUEST\x10\x08\x12\x1a\n\x16USAGE_OUTCOME_FEEDBACK\x10\t\x12\x1d\n\x19USAGE_OUTCOME_ABUSE_BLOCK\x10\n2S\n\x0eUsageReporting\x12\x41\n\x0bReportUsage\x12\x17.llmroute.v1.UsageBatch\x1a\x15.llmroute.v1.UsageAck(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llmroute_proto.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USAGEOUTCOME']._serialized_start=1022
-  _globals['_USAGEOUTCOME']._serialized_end=1342
-  _globals['_USAGERECORD']._serialized_start=144
-  _globals['_USAGERECORD']._serialized_end=888
-  _globals['_USAGEBATCH']._serialized_start=890
-  _globals['_USAGEBATCH']._serialized_end=983
-  _globals['_USAGEACK']._serialized_start=985
-  _globals['_USAGEACK']._serialized_end=1019
-  _globals['_USAGEREPORTING']._serialized_start=1344
-  _globals['_USAGEREPORTING']._serialized_end=1427
+  _globals['_USAGEOUTCOME']._serialized_start=1179
+  _globals['_USAGEOUTCOME']._serialized_end=1530
+  _globals['_ABUSEBLOCK']._serialized_start=143
+  _globals['_ABUSEBLOCK']._serialized_end=252
+  _globals['_USAGERECORD']._serialized_start=255
+  _globals['_USAGERECORD']._serialized_end=1045
+  _globals['_USAGEBATCH']._serialized_start=1047
+  _globals['_USAGEBATCH']._serialized_end=1140
+  _globals['_USAGEACK']._serialized_start=1142
+  _globals['_USAGEACK']._serialized_end=1176
+  _globals['_USAGEREPORTING']._serialized_start=1532
+  _globals['_USAGEREPORTING']._serialized_end=1615
 # @@protoc_insertion_point(module_scope)

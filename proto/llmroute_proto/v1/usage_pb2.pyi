@@ -56,6 +56,10 @@ class _UsageOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UsageOut
     """Not a request: a quality score the application gave an earlier response (POST /v1/feedback).
     Its cost and tokens are 0; experiment_arm, response_id and feedback_score say what it rates.
     """
+    USAGE_OUTCOME_ABUSE_BLOCK: _UsageOutcome.ValueType  # 10
+    """Not a request: abuse protection blocked this record's user or tenant (see abuse_block). Sent once
+    per block, by the sidecar that set it; cost and tokens are 0.
+    """
 
 class UsageOutcome(_UsageOutcome, metaclass=_UsageOutcomeEnumTypeWrapper):
     """How a request ended, from the application's point of view."""
@@ -82,7 +86,47 @@ USAGE_OUTCOME_FEEDBACK: UsageOutcome.ValueType  # 9
 """Not a request: a quality score the application gave an earlier response (POST /v1/feedback).
 Its cost and tokens are 0; experiment_arm, response_id and feedback_score say what it rates.
 """
+USAGE_OUTCOME_ABUSE_BLOCK: UsageOutcome.ValueType  # 10
+"""Not a request: abuse protection blocked this record's user or tenant (see abuse_block). Sent once
+per block, by the sidecar that set it; cost and tokens are 0.
+"""
 Global___UsageOutcome: _TypeAlias = UsageOutcome  # noqa: Y015
+
+@_typing.final
+class AbuseBlock(_message.Message):
+    """A block set by abuse protection (LLMRoute spec.abuse)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BY_TENANT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    BLOCK_FOR_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    by_tenant: _builtins.bool
+    """Who is blocked: true for the record's tenant, false for its user."""
+    reason: _builtins.str
+    """Why: request_rate, token_rate, cost_rate or policy_blocks."""
+    window: _builtins.str
+    """What the key did in the window that tripped it, e.g. "requests=31 tokens=900 cost=0.02"."""
+    @_builtins.property
+    def block_for(self) -> _duration_pb2.Duration:
+        """How long the block lasts."""
+
+    def __init__(
+        self,
+        *,
+        by_tenant: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        block_for: _duration_pb2.Duration | None = ...,
+        window: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["block_for", b"block_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["block_for", b"block_for", "by_tenant", b"by_tenant", "reason", b"reason", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbuseBlock: _TypeAlias = AbuseBlock  # noqa: Y015
 
 @_typing.final
 class UsageRecord(_message.Message):
@@ -118,6 +162,7 @@ class UsageRecord(_message.Message):
     RESPONSE_ID_FIELD_NUMBER: _builtins.int
     FEEDBACK_SCORE_FIELD_NUMBER: _builtins.int
     FEEDBACK_LABEL_FIELD_NUMBER: _builtins.int
+    ABUSE_BLOCK_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Unique id of the request (the sidecar's request id); the second de-duplication key."""
     route: _builtins.str
@@ -188,6 +233,10 @@ class UsageRecord(_message.Message):
     def time_to_first_token(self) -> _duration_pb2.Duration:
         """Streams only: from receipt to the first chunk sent to the application."""
 
+    @_builtins.property
+    def abuse_block(self) -> Global___AbuseBlock:
+        """Abuse blocks only: the block that was set."""
+
     def __init__(
         self,
         *,
@@ -219,10 +268,11 @@ class UsageRecord(_message.Message):
         response_id: _builtins.str = ...,
         feedback_score: _builtins.float = ...,
         feedback_label: _builtins.str = ...,
+        abuse_block: Global___AbuseBlock | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "started_at", b"started_at", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["abuse_block", b"abuse_block", "latency", b"latency", "started_at", b"started_at", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "experiment_arm", b"experiment_arm", "feedback_label", b"feedback_label", "feedback_score", b"feedback_score", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "response_id", b"response_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abuse_block", b"abuse_block", "attempts", b"attempts", "backend", b"backend", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "experiment_arm", b"experiment_arm", "feedback_label", b"feedback_label", "feedback_score", b"feedback_score", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "response_id", b"response_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_user: _TypeAlias = _typing.Literal["user_raw", "user_sha256"]  # noqa: Y015
     _WhichOneofArgType_user: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015

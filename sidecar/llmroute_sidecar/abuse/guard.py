@@ -7,8 +7,9 @@ request included. Tokens and cost are counted when a request ends, and policy re
 blocks, rate limits, budgets) when they happen (``observe``, in the background: the request that
 is being answered does not wait for it); a spike or too many refusals there blocks the key's
 following requests. A block lifts by itself after ``blockFor``. The sidecar that sets a block
-counts it in ``llmroute_abuse_blocks_total{route,reason}`` and logs it at warning level; every
-refused request counts in ``llmroute_abuse_refused_total{route}``. Neighbours: ``detector.py``,
+counts it in ``llmroute_abuse_blocks_total{route,reason}``, logs it at warning level and hands it
+to ``on_block`` (a usage record of outcome ABUSE_BLOCK, from which the operator makes a Warning Event
+on the route); every refused request counts in ``llmroute_abuse_refused_total{route}``. Neighbours: ``detector.py``,
 ``counters.py``; ``request_policies.py`` calls these.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..openai_api.errors import ApiError
@@ -35,13 +37,23 @@ log = logging.getLogger(__name__)
 ABUSE_CODE = "abuse_blocked"
 
 
+#: ``on_block(request, key, reason, seconds, window)``: a block this sidecar just set.
+OnBlock = Callable[["Request", str, str, float, str], None]
+
+
 class AbuseGuard:
     def __init__(
-        self, counters: AbuseCounters, *, blocks: Counter | None = None, refused: Counter | None = None
+        self,
+        counters: AbuseCounters,
+        *,
+        blocks: Counter | None = None,
+        refused: Counter | None = None,
+        on_block: OnBlock | None = None,
     ) -> None:
         self.counters = counters
         self._blocks = blocks
         self._refused = refused
+        self.on_block = on_block
         self._background: set[asyncio.Task[None]] = set()
 
     @staticmethod
@@ -103,6 +115,13 @@ class AbuseGuard:
                 "abuse protection: %s %r blocked on route %s for %.0fs: %s (window: %s)",
                 who, key, request.route, spec.block_seconds, reason, seen.window,
             )  # fmt: skip
+            if self.on_block is not None:
+                window = seen.window
+                summary = (
+                    f"requests={window.requests} tokens={window.tokens} cost={window.cost / 1e6:g} "
+                    f"policy_blocks={window.blocks}"
+                )
+                self.on_block(request, key, reason, spec.block_seconds, summary)
 
     async def close(self) -> None:
         if self._background:

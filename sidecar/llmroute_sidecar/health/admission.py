@@ -131,6 +131,11 @@ class RouteHealth:
         """The request moves on from ``backend`` (``reason``: an error kind, "ejected" or "held")."""
         self._book.listener.fell_back(self.route, backend.name, reason)
 
+    def latency_quantile(self, backend: BackendEntry, q: float) -> float | None:
+        """The backend's recent latency at quantile ``q`` (time to first token for streams), once it
+        has enough samples; the hedging delay."""
+        return self._book.latency_quantile(self.route, backend.name, q, stream=self.stream)
+
     def stream_broken(self, backend: BackendEntry, error: ProviderError) -> None:
         """A stream failed after its first chunk (its attempt was settled as an answer)."""
         record = self._book.record(self.route, backend.name)
