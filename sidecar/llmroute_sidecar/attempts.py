@@ -332,6 +332,10 @@ async def _attempts(
                         health.release(ticket)
                     trace.errors.append((backend.name, exc))
                     return move_on(ErrorKind.BUDGET.value)
+                except BaseException:  # cancelled while the allowance is topped up: nothing sent
+                    if health is not None and ticket is not None:
+                        health.release(ticket)
+                    raise
             slot: Slot | None = None
             if gate is not None:
                 try:
@@ -345,6 +349,12 @@ async def _attempts(
                     trace.errors.append((backend.name, exc))
                     log.info("%s", exc)
                     return move_on("saturated")
+                except BaseException:  # cancelled while queued (a lost hedge race, a gone app): unsent
+                    if health is not None and ticket is not None:
+                        health.release(ticket)
+                    if reservation is not None:
+                        reservation.release()
+                    raise
                 remaining = deadline - time.monotonic()
             attempted = True
             if retrying:
@@ -411,67 +421,70 @@ async def _attempts(
                 raise AllFailed(trace.errors)
             return _MoveOn(error.kind.value)
 
-    async def stop(task: asyncio.Task[Any], backend: BackendEntry, lane: _Lane) -> None:
-        """End a lane that lost the race; a call it had sent is billed, not forgotten."""
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-        result = None if task.cancelled() or task.exception() is not None else task.result()
-        if isinstance(result, StreamOutcome):
-            result.close()
-            trace.abandoned.append(Abandoned(backend, lane.reservation))
-        elif result is not None and not isinstance(result, _MoveOn):
-            trace.abandoned.append(Abandoned(backend, lane.reservation, result))  # answered too late
-        elif lane.in_flight:
-            trace.attempts += 1  # sent and cut off: an attempt, though it has no outcome
-            trace.abandoned.append(Abandoned(backend, lane.reservation))
-
-    async def race(first: BackendEntry, second: BackendEntry, delay: float) -> tuple[BackendEntry, Any] | int:
-        """The first success of ``first``, and of ``second`` once ``delay`` passed without an answer;
-        else how many candidates the race used up."""
-        lanes = [(first, _Lane()), (second, _Lane())]
-        tasks = [asyncio.ensure_future(on(first, False, lanes[0][1]))]
-        try:
-            await asyncio.wait(tasks, timeout=delay)
-            if not tasks[0].done():
-                trace.hedged = second.name
-                log.info(
-                    "hedging: %s has not answered in %.3fs, trying %s too", first.name, delay, second.name
-                )
-                tasks.append(asyncio.ensure_future(on(second, False, lanes[1][1])))
-            pending = set(tasks)
-            failed: AllFailed | None = None
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for index, task in enumerate(tasks):  # the first candidate wins a tie
-                    if task not in done:
-                        continue
-                    try:
-                        result = task.result()
-                    except AllFailed as exc:  # this lane ends the request, unless the other answers
-                        failed = exc
-                        continue
-                    if isinstance(result, _MoveOn):
-                        if len(tasks) == 1 and health is not None:
-                            health.fell_back(first, result.reason)
-                        continue
-                    backend, lane = lanes[index]
-                    for other, task_other in enumerate(tasks):
-                        if task_other is not task:
-                            await stop(task_other, *lanes[other])
-                    trace.reservation = lane.reservation
-                    trace.hedge_won = index == 1
-                    return backend, result
-            if failed is not None:
-                raise failed
-            return len(tasks)
-        finally:
-            for index, task in enumerate(tasks):
-                if not task.done():
-                    await stop(task, *lanes[index])
-
     start = 0
     if policy.hedge_delay is not None and hedge and len(candidates) > 1:
+        # Defined only here: a route without hedging pays nothing for them.
+        async def stop(task: asyncio.Task[Any], backend: BackendEntry, lane: _Lane) -> None:
+            """End a lane that lost the race; a call it had sent is billed, not forgotten."""
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            result = None if task.cancelled() or task.exception() is not None else task.result()
+            if isinstance(result, StreamOutcome):
+                result.close()
+                trace.abandoned.append(Abandoned(backend, lane.reservation))
+            elif result is not None and not isinstance(result, _MoveOn):
+                trace.abandoned.append(Abandoned(backend, lane.reservation, result))  # answered too late
+            elif lane.in_flight:
+                trace.attempts += 1  # sent and cut off: an attempt, though it has no outcome
+                trace.abandoned.append(Abandoned(backend, lane.reservation))
+
+        async def race(
+            first: BackendEntry, second: BackendEntry, delay: float
+        ) -> tuple[BackendEntry, Any] | int:
+            """The first success of ``first``, and of ``second`` once ``delay`` passed without an answer;
+            else how many candidates the race used up."""
+            lanes = [(first, _Lane()), (second, _Lane())]
+            tasks = [asyncio.ensure_future(on(first, False, lanes[0][1]))]
+            try:
+                await asyncio.wait(tasks, timeout=delay)
+                if not tasks[0].done():
+                    trace.hedged = second.name
+                    log.info(
+                        "hedging: %s has not answered in %.3fs, trying %s too", first.name, delay, second.name
+                    )
+                    tasks.append(asyncio.ensure_future(on(second, False, lanes[1][1])))
+                pending = set(tasks)
+                failed: AllFailed | None = None
+                while pending:
+                    done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                    for index, task in enumerate(tasks):  # the first candidate wins a tie
+                        if task not in done:
+                            continue
+                        try:
+                            result = task.result()
+                        except AllFailed as exc:  # this lane ends the request, unless the other answers
+                            failed = exc
+                            continue
+                        if isinstance(result, _MoveOn):
+                            if len(tasks) == 1 and health is not None:
+                                health.fell_back(first, result.reason)
+                            continue
+                        backend, lane = lanes[index]
+                        for other, task_other in enumerate(tasks):
+                            if task_other is not task:
+                                await stop(task_other, *lanes[other])
+                        trace.reservation = lane.reservation
+                        trace.hedge_won = index == 1
+                        return backend, result
+                if failed is not None:
+                    raise failed
+                return len(tasks)
+            finally:
+                for index, task in enumerate(tasks):
+                    if not task.done():
+                        await stop(task, *lanes[index])
+
         delay = policy.hedge_delay
         if policy.hedge_percentile > 0 and health is not None:
             delay = health.latency_quantile(candidates[0], policy.hedge_percentile / 100) or delay
