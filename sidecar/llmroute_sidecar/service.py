@@ -396,9 +396,8 @@ class RouterService:
             await self.policies.finish(
                 request, None, usage_of(cached.get("usage")) or Usage(), outcome="ok", status=200, attempts=0
             )
-            response = self._restored(request, cached)
-            await self.memory.record(request, response)
-            return response, self._meta(request, None, 0, 0.0)
+            await self.memory.record(request, cached)
+            return self._restored(request, cached), self._meta(request, None, 0, 0.0)
         trace = self._trace()
         outcome: ChatOutcome = await self._guarded(
             request,
@@ -424,7 +423,7 @@ class RouterService:
         await self.policies.remember(request, response)
         # For an audit line with text: the answer as the provider gave it (placeholders, not the PII).
         completion = _completion_text(response) if request.policies.audit_text else None
-        response = self._restored(request, response)
+        provided, response = response, self._restored(request, response)
         cost = await self.policies.finish(
             request,
             outcome.backend,
@@ -435,7 +434,7 @@ class RouterService:
             reservation=trace.reservation,
             completion=completion,
         )
-        await self.memory.record(request, response)
+        await self.memory.record(request, provided)  # as the provider gave it (memory/policy.py)
         self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - request.started)
         cost += request.hedge_cost  # the app is told what the request cost, the lost hedge included
         return response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)

@@ -122,7 +122,7 @@ class StreamCall:
                 request, None, usage, outcome=label, status=_STATUS.get(label, 500), attempts=0
             )
             if label == "ok" and self._cached is not None:
-                await self.service.memory.record(request, self.service._restored(request, self._cached))
+                await self.service.memory.record(request, self._cached)
             self.cost_usd = 0.0
             return self.cost_usd
         reported = usage_of(outcome.decoder.usage)
@@ -141,7 +141,7 @@ class StreamCall:
             assembled = assemble_response(self._collected)
             if assembled is not None:
                 await policies.remember(request, assembled)
-                await self.service.memory.record(request, self.service._restored(request, assembled))
+                await self.service.memory.record(request, assembled)
         cost = await policies.finish(
             request,
             outcome.backend,

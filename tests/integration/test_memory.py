@@ -17,6 +17,7 @@ from typing import Any
 import openai
 import orjson
 import pytest
+import redis.asyncio
 
 from llmroute_fakes.server import FakeProvider
 
@@ -247,3 +248,57 @@ async def test_without_redis_a_conversation_is_refused_and_other_requests_work(
         assert answer.choices[0].message.content
     (sent,) = [*small.requests, *big.requests]  # neither refused request reached a provider
     assert orjson.loads(sent.body)["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_on_a_route_that_redacts_pii_the_stored_history_holds_placeholders(
+    fake: FakeFactory, sidecar: SidecarFactory, redis_url: str
+) -> None:
+    """PII never leaves the pod, and the shared Redis is outside it: the turn is kept as the provider
+    saw it, while the app still gets its own text back."""
+    small, big = await fake("openai-compatible"), await fake("openai-compatible")
+    route = (
+        memory_route(small, big, memory="ttl: 1h") + "  privacy:\n    pii: {action: redact, restore: true}\n"
+    )
+    instance = await sidecar(route, redis_url=redis_url)
+    secret = "ann.lee@example.org"
+    async with client_for(instance) as client:
+        first = await client.chat.completions.create(
+            model="chat",
+            messages=[{"role": "user", "content": f"Remember my address {secret}, please."}],
+            max_tokens=40,
+            extra_headers={"x-llmroute-conversation": "private"},
+        )
+        await ask(client, 1, "private")
+        stored = await client.get("/conversations/private", cast_to=httpx_json())
+    assert first.choices[0].message.content  # answered
+    texts = [str(m["content"]) for m in stored["messages"]]
+    assert len(texts) == 4 and "<EMAIL_1>" in texts[0] and not any(secret in t for t in texts)
+    # Nothing in Redis holds it either, in any key the sidecar wrote.
+    store = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in store.scan_iter("llmroute:*")]
+        assert keys  # the conversation is there
+        for key in keys:
+            assert secret.encode() not in await _contents(store, key), key
+    finally:
+        await store.aclose()
+    # The provider saw the placeholder in the history it was sent, never the address.
+    assert not any(secret in r.body.decode() for r in [*small.requests, *big.requests])
+
+
+async def _contents(store: redis.asyncio.Redis, key: bytes) -> bytes:
+    """Everything a key holds, whatever its type, as bytes to search."""
+    kind = (await store.type(key)).decode()
+    if kind == "string":
+        value: Any = await store.get(key)
+    elif kind == "list":
+        value = await store.lrange(key, 0, -1)
+    elif kind == "hash":
+        value = await store.hgetall(key)
+    elif kind == "zset":
+        value = await store.zrange(key, 0, -1)
+    elif kind == "stream":
+        value = await store.xrange(key)
+    else:
+        value = kind
+    return repr(value).encode()

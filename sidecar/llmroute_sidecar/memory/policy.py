@@ -8,7 +8,7 @@ as for any request). With ``overflow: summarize`` the oldest stored turns are fi
 summary from the route's summarizer model, written back to Redis; what still does not fit is cut
 by the sliding window. Either way ``x-llmroute-memory`` says what was sent: ``history`` stored
 messages, ``left-out`` of them, ``summarized``. ``record`` runs after a successful answer and
-appends the new turn and the answer. Without a Redis, or with Redis down, a request that names a
+appends the new turn and the answer (redacted, on a route that redacts PII). Without a Redis, or with Redis down, a request that names a
 conversation is refused (a model answering without its context would be a silent drop).
 Neighbours: ``conversation.py`` (pure), ``store.py`` (Redis), ``service.py`` (calls these).
 """
@@ -127,13 +127,21 @@ class ConversationMemory:
         return history
 
     async def record(self, request: Request, response: Json) -> None:
-        """Store the new turn and its answer (as the app got it) after a successful request."""
+        """Store the new turn and its answer after a successful request. ``response`` is the answer
+        as the provider gave it: on a route that redacts PII, the shared Redis keeps the turn and the
+        answer as the provider saw them (placeholders, not the personal data, which never leaves the
+        pod); otherwise they are what the app sent and got."""
         state = request.memory
         spec = request.policies.memory
         if state is None or spec is None or self.store is None:
             return
+        turn = state.turn
+        if request.redaction is not None:
+            sent = request.body.get("messages")  # redacted: the stored history, then this turn
+            if isinstance(sent, list) and len(sent) >= len(turn):
+                turn = sent[len(sent) - len(turn) :]
         answer = assistant_message(response)
-        stored = [*state.turn, *([answer] if answer is not None else [])]
+        stored = [*turn, *([answer] if answer is not None else [])]
         tokens = sum(estimate_chat({"messages": stored}).per_message)
         try:
             evicted = await self.store.append(
