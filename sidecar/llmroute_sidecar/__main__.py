@@ -145,6 +145,13 @@ def build_parser() -> argparse.ArgumentParser:
         "[LLMROUTE_BATCH_MAX_ATTEMPTS]",
     )
     parser.add_argument(
+        "--batch-retention-days",
+        type=float,
+        default=float(_env("LLMROUTE_BATCH_RETENTION_DAYS", "30") or 30),
+        help="an ended batch and its output and error files are deleted this many days after it "
+        "ended [LLMROUTE_BATCH_RETENTION_DAYS]",
+    )
+    parser.add_argument(
         "--otlp-endpoint",
         default=_env("LLMROUTE_OTLP_ENDPOINT", "") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         help="send OpenTelemetry traces of requests (GenAI conventions) over OTLP/gRPC to this endpoint, "
@@ -252,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             concurrency=max(1, args.batch_concurrency),
             claim_idle_seconds=max(1.0, args.batch_claim_idle_seconds),
             max_attempts=max(1, args.batch_max_attempts),
+            retention_seconds=max(60.0, args.batch_retention_days * 86400),
         ),
         otlp_endpoint=args.otlp_endpoint,
         audit_log=None if args.audit_log in ("", "off") else args.audit_log,

@@ -127,7 +127,11 @@ class Sidecar:
             scope = (
                 f"{self.node.namespace or settings.namespace or 'default'}/{self.node.workload or 'sidecar'}"
             )
-            self.batches = BatchStore(_redis_client(settings.redis_url, timeout=10.0), scope)
+            self.batches = BatchStore(
+                _redis_client(settings.redis_url, timeout=10.0),
+                scope,
+                retention_seconds=settings.batch.retention_seconds,
+            )
             self.batch_worker = BatchWorker(
                 self.batches,
                 service_runner(self.service),

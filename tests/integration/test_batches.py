@@ -11,6 +11,7 @@ processes in ``tests/reliability/test_batch_faults.py``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -332,3 +333,28 @@ async def test_without_redis_the_endpoints_say_what_is_missing(
             await client.files.create(file=("in.jsonl", jsonl([chat_line("a", "hi")])), purpose="batch")
         assert refused.value.code == "batches_unavailable"
         assert "--redis-url" in refused.value.message
+
+
+async def test_an_ended_batch_and_its_output_expire_after_the_retention(
+    fake: FakeFactory, sidecar: SidecarFactory, redis_url: str
+) -> None:
+    gpt = await fake("openai-compatible")
+    short = dataclasses.replace(FAST, retention_seconds=2.0)
+    instance = await with_batches(sidecar, batch_route(gpt), redis_url, batch=short)
+    async with client_for(instance) as client:
+        batch = await run_batch(client, [chat_line(f"r-{i}", "hi") for i in range(3)])
+        assert batch.status == "completed" and batch.output_file_id is not None
+        output = await client.files.retrieve(batch.output_file_id)
+        assert output.expires_at is not None and output.expires_at - output.created_at == 2
+        listed = [f.id async for f in client.files.list()]
+        assert batch.output_file_id in listed and batch.input_file_id in listed
+        await asyncio.sleep(3.1)
+        with pytest.raises(openai.NotFoundError):
+            await client.batches.retrieve(batch.id)
+        with pytest.raises(openai.NotFoundError):
+            await client.files.retrieve(batch.output_file_id)
+        assert [b.id async for b in client.batches.list()] == []
+        assert [f.id async for f in client.files.list()] == [batch.input_file_id]  # the app's own stays
+    assert instance.batches is not None
+    index = await instance.batches.redis.zrange(instance.batches.prefix + "files", 0, -1)
+    assert [i.decode() for i in index] == [batch.input_file_id]  # expired ids left the index

@@ -70,7 +70,9 @@ def check_purpose(value: object) -> str:
     return value
 
 
-def file_object(*, file_id: str, size: int, created_at: int, filename: str, purpose: str) -> Json:
+def file_object(
+    *, file_id: str, size: int, created_at: int, filename: str, purpose: str, expires_at: int | None = None
+) -> Json:
     return {
         "id": file_id,
         "object": "file",
@@ -79,7 +81,7 @@ def file_object(*, file_id: str, size: int, created_at: int, filename: str, purp
         "filename": filename,
         "purpose": purpose,
         "status": "processed",
-        "expires_at": None,
+        "expires_at": expires_at,
         "status_details": None,
     }
 

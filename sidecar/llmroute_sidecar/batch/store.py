@@ -9,7 +9,9 @@ one sidecar, stays in its pending list until acknowledged, and is claimed by ano
 recorded once: the ``<batch>:done`` hash takes the first record of a line and ignores any later
 one (a Lua script, atomic with the counters), so no line is counted or written twice.
 When every line has ended, one sidecar (a ``SET NX`` lock) writes the output and error files and
-marks the batch completed (or cancelled). Neighbours: ``objects.py`` shapes what is stored,
+marks the batch completed (or cancelled). An ended batch and its output and error files expire
+``retention_seconds`` later (the files say so in ``expires_at``); index entries of expired objects
+are dropped as a list meets them. Input files stay until deleted, as OpenAI's do. Neighbours: ``objects.py`` shapes what is stored,
 ``worker.py`` drives the lines, ``http.py`` serves the endpoints.
 """
 
@@ -101,8 +103,11 @@ def _int(value: object) -> int:
 
 
 class BatchStore:
-    def __init__(self, redis: redis.asyncio.Redis, scope: str) -> None:
+    def __init__(
+        self, redis: redis.asyncio.Redis, scope: str, *, retention_seconds: float = 30 * 86400
+    ) -> None:
         self.redis = redis
+        self.retention = max(1, int(retention_seconds))
         self.prefix = f"llmroute:batch:{scope}:"
         self.stream = self.prefix + "lines"
         self._record = redis.register_script(_RECORD)
@@ -113,21 +118,33 @@ class BatchStore:
     def _batch_key(self, batch_id: str) -> str:
         return f"{self.prefix}batch:{batch_id}"
 
+    def _key_of(self, object_id: str) -> str:
+        return self._batch_key(object_id) if object_id.startswith("batch_") else self._file_key(object_id)
+
     # -- files ----------------------------------------------------------------------------------
 
     async def put_file(
-        self, content: bytes, *, filename: str, purpose: str, tenant: str, file_id: str | None = None
+        self,
+        content: bytes,
+        *,
+        filename: str,
+        purpose: str,
+        tenant: str,
+        file_id: str | None = None,
+        expires: bool = False,
     ) -> Json:
+        """Store a file; with ``expires``, it is dropped after the retention period."""
         file_id = file_id or new_file_id()
         created = now()
         meta = file_object(
-            file_id=file_id, size=len(content), created_at=created, filename=filename, purpose=purpose
-        )
+            file_id=file_id, size=len(content), created_at=created, filename=filename, purpose=purpose,
+            expires_at=created + self.retention if expires else None,
+        )  # fmt: skip
+        key = self._file_key(file_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._file_key(file_id),
-                mapping={"meta": orjson.dumps(meta), "tenant": tenant, "content": content},
-            )
+            pipe.hset(key, mapping={"meta": orjson.dumps(meta), "tenant": tenant, "content": content})
+            if expires:
+                pipe.expire(key, self.retention)
             pipe.zadd(self.prefix + "files", {file_id: created})
             await pipe.execute()
         return meta
@@ -171,12 +188,17 @@ class BatchStore:
         if after in ids:
             ids = ids[ids.index(after) + 1 :]
         out: list[Json] = []
+        expired: list[str] = []
         for object_id in ids:
             item = await fetch(object_id)
             if item is not None:
                 out.append(item)
                 if len(out) > limit:
                     break
+            elif not await self.redis.exists(self._key_of(object_id)):
+                expired.append(object_id)  # its retention ran out: the index forgets it too
+        if expired:
+            await self.redis.zrem(index, *expired)
         return out
 
     # -- batches --------------------------------------------------------------------------------
@@ -222,6 +244,7 @@ class BatchStore:
             }
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping=fields)
+                pipe.expire(key, self.retention)  # ended at once: kept as long as any ended batch
                 pipe.zadd(self.prefix + "batches", {batch_id: created})
                 await pipe.execute()
             return self._object(fields)
@@ -448,6 +471,7 @@ class BatchStore:
                 purpose="batch_output",
                 tenant=tenant,
                 file_id=file_id,
+                expires=True,
             )
             update[field] = file_id
         cancelled = counts.status == "cancelling"
@@ -462,5 +486,6 @@ class BatchStore:
                 key + ":in", key + ":tries", key + ":out", key + ":err", key + ":skip", key + ":final"
             )
             pipe.expire(key + ":done", _DONE_TTL_SECONDS)  # still ignores a straggler's late record
+            pipe.expire(key, self.retention)
             await pipe.execute()
         return True

@@ -45,6 +45,7 @@ class WorkerSettings:
     backoff_seconds: float = 1.0  # before the second attempt; doubled after each
     poll_ms: int = 1000  # how long one read waits for new lines
     sweep_seconds: float = 5.0  # how often unfinished batches are checked for their end
+    retention_seconds: float = 30 * 86400  # an ended batch and its output files are kept this long
 
 
 def retryable(result: LineResult) -> bool:
