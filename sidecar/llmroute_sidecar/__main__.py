@@ -104,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--upstream-client",
-        default=_env("LLMROUTE_UPSTREAM_CLIENT", "aiohttp"),
+        default=_env("LLMROUTE_UPSTREAM_CLIENT", "httptools"),
         choices=UPSTREAM_CLIENTS,
-        help="HTTP client for provider calls; aiohttp won the measurement in docs/performance.md "
-        "[LLMROUTE_UPSTREAM_CLIENT]",
+        help="HTTP client for provider calls: httptools (a keep-alive pool on httptools' parser, the "
+        "fastest in docs/performance.md), aiohttp or httpx [LLMROUTE_UPSTREAM_CLIENT]",
     )
     parser.add_argument(
         "--queue-factor",

@@ -524,7 +524,11 @@ class RequestPolicies:
 
     def _audit_entry(self, request: Request, record: UsageRecord, note: str, completion: str | None) -> Json:
         decision = request.decision
-        entry: Json = {
+        audit = self.audit
+        entry: Json = {  # AuditLog.head()'s fields first, in one literal (no merge per request)
+            "ts": round(time.time(), 3),
+            "namespace": audit.namespace,
+            "workload": audit.workload,
             "request_id": record.request_id,
             "tenant": record.tenant,
             "user": record.user,

@@ -66,7 +66,7 @@ class Settings:
     max_body: int = DEFAULT_MAX_BODY
     watch_seconds: float = 2.0
     grpc: bool = True
-    upstream_client: UpstreamClientName = "aiohttp"  # the provider-facing HTTP client (upstream.py)
+    upstream_client: UpstreamClientName = "httptools"  # the provider-facing HTTP client (upstream.py)
     load: LoadSettings = field(default_factory=LoadSettings)  # per-backend queue sizing (load/)
     operator: ClientSettings | None = None  # operator mode: config pushed by the config server
     node: NodeInfo | None = None  # operator mode: who this sidecar claims to be (default: from env)

@@ -63,9 +63,10 @@ Json = dict[str, Any]
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Hints:
-    """Routing hints from x-llmroute-* request headers (or the gRPC RoutingHints)."""
+    """Routing hints from x-llmroute-* request headers (or the gRPC RoutingHints). Treated as
+    immutable; not ``frozen`` only because that doubles the cost of building one, once per request."""
 
     task: str = ""
     tier: str = ""

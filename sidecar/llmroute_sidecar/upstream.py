@@ -1,12 +1,16 @@
 """Sending adapter-built requests to providers, with failures classified.
 
-One shared aiohttp ``ClientSession`` (keep-alive pools per host) serves every backend. aiohttp won the
-measurement against httpx for this hot path (``docs/performance.md``; httpx's async pool degrades under
-concurrency, encode/httpx#3215). Transport failures come out as :class:`ProviderError` of kind
-CONNECTION or TIMEOUT, and non-2xx answers are classified by the backend's adapter, so the attempt
-loop (``attempts.py``) only ever sees the shared error taxonomy. :class:`UpstreamClient` is the contract
-the attempt loop relies on; ``upstream_httpx.py`` implements it on httpx for the comparison, chosen with
-``make_upstream("httpx")`` (``LLMROUTE_UPSTREAM_CLIENT``).
+:class:`UpstreamClient` is the contract the attempt loop relies on: ``open(request, adapter)`` returns
+an open 2xx response (``read()``, ``iter_chunks()``, ``close()``); transport failures come out as
+:class:`ProviderError` of kind CONNECTION or TIMEOUT, and non-2xx answers are classified by the
+backend's adapter, so the attempt loop (``attempts.py``) only ever sees the shared error taxonomy.
+Three implementations, chosen with ``make_upstream`` (``--upstream-client``,
+``LLMROUTE_UPSTREAM_CLIENT``): ``httptools`` (the default, ``upstream_httptools.py``: a keep-alive pool
+on httptools' parser), ``aiohttp`` (:class:`Upstream` here: one shared ``ClientSession``, what the
+sidecar used first) and ``httpx`` (``upstream_httpx.py``). All three stay so the choice is measured
+rather than assumed (``make bench-overhead``, ``docs/performance.md``): httpx's async pool degrades
+under concurrency (encode/httpx#3215), and aiohttp's client spends about 0.3M instructions per call
+more than the httptools pool on the sidecar's hot path.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ __all__ = [
     "make_upstream",
 ]
 
-UpstreamClientName = Literal["aiohttp", "httpx"]
-UPSTREAM_CLIENTS: tuple[UpstreamClientName, ...] = ("aiohttp", "httpx")
+UpstreamClientName = Literal["httptools", "aiohttp", "httpx"]
+UPSTREAM_CLIENTS: tuple[UpstreamClientName, ...] = ("httptools", "aiohttp", "httpx")
 
 
 class OpenResponse(Protocol):
@@ -129,8 +133,12 @@ class Upstream:
             await self._session.close()
 
 
-def make_upstream(name: UpstreamClientName = "aiohttp") -> UpstreamClient:
+def make_upstream(name: UpstreamClientName = "httptools") -> UpstreamClient:
     """The provider-facing client called ``name``; httpx is imported only when chosen."""
+    if name == "httptools":
+        from .upstream_httptools import HttptoolsUpstream
+
+        return HttptoolsUpstream()
     if name == "aiohttp":
         return Upstream()
     if name == "httpx":

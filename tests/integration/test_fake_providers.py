@@ -666,7 +666,7 @@ class Driver:
     rate_limited: type[BaseException]
     unavailable: type[BaseException]
     reset: type[BaseException]
-    cut: type[BaseException]
+    cut: type[BaseException] | tuple[type[BaseException], ...]
 
 
 def openai_driver(fake: FakeProvider) -> Driver:
@@ -707,7 +707,8 @@ def anthropic_driver(fake: FakeProvider) -> Driver:
         rate_limited=anthropic.RateLimitError,
         unavailable=anthropic.InternalServerError,
         reset=anthropic.APIConnectionError,
-        cut=httpx2.RemoteProtocolError,  # not wrapped by the SDK while iterating a stream
+        # Older SDKs let httpx's error out of a stream's iteration; 2.17 wraps it as a connection error.
+        cut=(httpx2.RemoteProtocolError, anthropic.APIConnectionError),
     )
 
 

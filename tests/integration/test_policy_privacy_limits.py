@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -310,7 +311,10 @@ async def test_the_audit_log_has_one_line_per_request_and_no_text(
         assert [c async for c in stream]
     with pytest.raises(openai.RateLimitError):
         await _ask(instance, "one too many", headers=tenant)
-    # Every line is written before its answer ends (a stream's before its [DONE]).
+    # Lines are buffered and flushed within the log's flush interval (0.1 s): all four are out by then.
+    deadline = time.monotonic() + 2.0
+    while len(path.read_text().splitlines()) < 4 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     text = path.read_text()
     lines = [json.loads(line) for line in text.splitlines()]
     assert len(lines) == 4

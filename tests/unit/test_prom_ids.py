@@ -1,13 +1,17 @@
-"""The fast label path of ``prom.py`` and the ids of ``ids.py``."""
+"""The fast paths of ``prom.py`` (labels, inc, observe) and the ids of ``ids.py``."""
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry
+import prometheus_client
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 
 from llmroute_sidecar.ids import new_id
-from llmroute_sidecar.prom import Counter, Gauge, Histogram
+from llmroute_sidecar.prom import Counter, Gauge, Histogram, Summary
 
 
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
@@ -60,3 +64,59 @@ def test_a_forked_child_draws_other_ids_than_its_parent() -> None:
     child = os.read(read, 64).decode()
     os.close(read)
     assert len(child) == 32 and child != new_id()
+
+
+def _exposition(registry: CollectorRegistry) -> list[bytes]:
+    return [line for line in generate_latest(registry).splitlines() if b"_created" not in line]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.5, 10.0, -1.0]),  # bucket edges and a negative
+        ),
+        max_size=30,
+    )
+)
+def test_the_fast_methods_expose_what_prometheus_clients_own_do(values: list[float]) -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.1, 0.5, 1.0, 2.5)
+    mine = (
+        Counter("c", "c", ["k"], registry=ours),
+        Gauge("g", "g", ["k"], registry=ours),
+        Histogram("h", "h", ["k"], buckets=buckets, registry=ours),
+        Summary("s", "s", ["k"], registry=ours),
+    )
+    reference = (
+        prometheus_client.Counter("c", "c", ["k"], registry=theirs),
+        prometheus_client.Gauge("g", "g", ["k"], registry=theirs),
+        prometheus_client.Histogram("h", "h", ["k"], buckets=buckets, registry=theirs),
+        prometheus_client.Summary("s", "s", ["k"], registry=theirs),
+    )
+    for (counter, gauge, histogram, summary) in (mine, reference):
+        for value in values:
+            if value >= 0:  # both refuse a negative counter increment (checked below)
+                counter.labels("a").inc(value)
+            gauge.labels("a").inc(value)
+            gauge.labels("a").dec(value / 2)
+            histogram.labels("a").observe(value)
+            summary.labels("a").observe(value)
+    assert _exposition(ours) == _exposition(theirs)
+
+
+def test_the_fast_methods_refuse_what_prometheus_client_refuses() -> None:
+    registry = CollectorRegistry()
+    counter = Counter("c", "c", ["k"], registry=registry)
+    histogram = Histogram("h", "h", ["k"], registry=registry)
+    summary = Summary("s", "s", ["k"], registry=registry)
+    gauge = Gauge("g", "g", ["k"], registry=registry)
+    for call in (counter.inc, histogram.observe, summary.observe, gauge.inc, gauge.dec):
+        with pytest.raises(ValueError, match="missing label values"):
+            call(1)  # a labelled parent is not observable
+    with pytest.raises(ValueError, match="non-negative"):
+        counter.labels("a").inc(-1)
+    plain = Counter("p", "p", registry=registry)
+    plain.inc(2)
+    assert _value(registry, "p_total") == 2.0

@@ -3,6 +3,7 @@ backoff bounds, config validation and secret redaction."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from llmroute_sidecar.adapters.errors import ErrorKind, ProviderError, kind_for_
 from llmroute_sidecar.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
 from llmroute_sidecar.adapters.sse import SseParser
 from llmroute_sidecar.attempts import Policy
+from llmroute_sidecar.audit import AuditLog
 from llmroute_sidecar.config.redact import REDACTED, redacted_dict
 from llmroute_sidecar.config.snapshot import ConfigError, build_snapshot
 
@@ -182,3 +184,31 @@ def test_redaction_covers_every_secret() -> None:
     assert REDACTED in dumped
     assert config.credentials[0].WhichOneof("secret") is not None, "the original is untouched"
     assert any(c.api_key.key == "sk-placeholder-replace-me" for c in config.credentials)
+
+
+async def test_the_audit_log_buffers_lines_and_writes_them_whole_within_its_interval(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path), namespace="ns", workload="w", flush_seconds=0.05)
+    for index in range(3):
+        audit.write({**audit.head(), "request_id": f"r{index}"})
+    assert path.read_bytes() == b""  # buffered: no write per request
+    await asyncio.sleep(0.2)
+    lines = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [line["request_id"] for line in lines] == ["r0", "r1", "r2"]
+    assert all(line["namespace"] == "ns" and line["workload"] == "w" and "ts" in line for line in lines)
+    audit.write({"request_id": "r3"})  # without head(): its fields are added
+    audit.close()  # a clean stop writes what is buffered
+    audit = AuditLog(str(path), flush_seconds=60)
+    audit.write({"note": "x" * 70_000})  # past the size bound: out at once, whatever the timer
+    assert path.read_bytes().count(b"\n") == 5
+    audit.close()
+    last = orjson.loads(path.read_bytes().splitlines()[3])
+    assert last["request_id"] == "r3" and last["namespace"] == "ns"
+
+
+def test_the_audit_log_without_an_event_loop_writes_each_line_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    audit = AuditLog(str(path))
+    audit.write({"request_id": "r0"})
+    assert orjson.loads(path.read_bytes())["request_id"] == "r0"
+    audit.close()

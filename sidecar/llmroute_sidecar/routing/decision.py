@@ -35,9 +35,11 @@ class Excluded:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decision:
-    """How one request is routed."""
+    """How one request is routed. Treated as immutable (``dataclasses.replace`` makes a changed
+    copy); not ``frozen`` only because a frozen dataclass's ``__init__``, run once per request, costs
+    twice as much per field."""
 
     model: str
     candidates: tuple[BackendEntry, ...]
