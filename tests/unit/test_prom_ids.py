@@ -95,7 +95,7 @@ def test_the_fast_methods_expose_what_prometheus_clients_own_do(values: list[flo
         prometheus_client.Histogram("h", "h", ["k"], buckets=buckets, registry=theirs),
         prometheus_client.Summary("s", "s", ["k"], registry=theirs),
     )
-    for (counter, gauge, histogram, summary) in (mine, reference):
+    for counter, gauge, histogram, summary in (mine, reference):
         for value in values:
             if value >= 0:  # both refuse a negative counter increment (checked below)
                 counter.labels("a").inc(value)
