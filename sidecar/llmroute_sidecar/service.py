@@ -259,9 +259,12 @@ class RouterService:
         )
 
     async def _admit(self, request: Request, *, stream: bool = False) -> Decision:
-        """PII, plan, rate limits, budgets: everything before the cache and the attempt loop."""
+        """PII, plan, rate limits, budgets: everything before the cache and the attempt loop.
+        A policy the route does not use is not even awaited (each await costs about a microsecond)."""
         policies = self.policies
-        await policies.screen(request)
+        route_policies = request.policies
+        if route_policies.abuse is not None:
+            await policies.screen(request)
         policies.protect(request)
         try:
             decision = self._plan(request.entry, request.body, request.hints, request.kind, stream=stream)  # type: ignore[arg-type]
@@ -269,7 +272,8 @@ class RouterService:
             raise policies.refuse(request, exc, "invalid") from None
         request.decision = decision
         request.estimated_tokens = decision.estimate.total
-        await policies.limit(request)
+        if route_policies.rate_limits:
+            await policies.limit(request)
         policies.open_charge(request)
         decision = policies.downgrade(request, decision)
         request.decision = decision
@@ -390,9 +394,12 @@ class RouterService:
     async def _chat_once(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
         request = self._request(body, hints, "chat")
         entry = request.entry
-        await self._remembered(request)
+        if hints.conversation:
+            await self._remembered(request)
         decision = await self._admit(request)
-        cached = await self.policies.lookup(request, self.embed_for_cache)
+        cached = (
+            await self.policies.lookup(request, self.embed_for_cache) if request.policies.caching else None
+        )
         if cached is not None:
             await self.policies.finish(
                 request, None, usage_of(cached.get("usage")) or Usage(), outcome="ok", status=200, attempts=0
@@ -421,7 +428,8 @@ class RouterService:
         if isinstance(answer_id := response.get("id"), str):
             request.response_id = answer_id  # feedback names the answer by it (experiment/)
         usage = usage_of(response.get("usage")) or Usage()
-        await self.policies.remember(request, response)
+        if request.cache == "miss":
+            await self.policies.remember(request, response)
         # For an audit line with text: the answer as the provider gave it (placeholders, not the PII).
         completion = _completion_text(response) if request.policies.audit_text else None
         provided, response = response, self._restored(request, response)
@@ -435,7 +443,8 @@ class RouterService:
             reservation=trace.reservation,
             completion=completion,
         )
-        await self.memory.record(request, provided)  # as the provider gave it (memory/policy.py)
+        if request.memory is not None:
+            await self.memory.record(request, provided)  # as the provider gave it (memory/policy.py)
         self.metrics.request_seconds.labels(entry.name, "false").observe(time.monotonic() - request.started)
         cost += request.hedge_cost  # the app is told what the request cost, the lost hedge included
         return response, self._meta(request, outcome.backend, outcome.trace.attempts, cost / 1e6)
@@ -470,9 +479,12 @@ class RouterService:
     async def chat_stream(self, body: Json, hints: Hints, *, include_usage: bool) -> StreamCall:
         request = self._request(body, hints, "chat", stream=True)
         entry = request.entry
-        await self._remembered(request)
+        if hints.conversation:
+            await self._remembered(request)
         decision = await self._admit(request, stream=True)
-        cached = await self.policies.lookup(request, self.embed_for_cache)
+        cached = (
+            await self.policies.lookup(request, self.embed_for_cache) if request.policies.caching else None
+        )
         if cached is not None:
             return StreamCall(
                 self, request, replay=replay_chunks(cached, include_usage=include_usage), cached=cached
@@ -538,7 +550,7 @@ class RouterService:
     ) -> Decision:
         """Candidates, their order and the body to send (``routing/planner.py``), with metrics."""
         snapshot = self.store.current
-        region = (snapshot.config.region if snapshot is not None else "") or self.region
+        region = (snapshot.region if snapshot is not None else "") or self.region
         try:
             decision = plan(
                 entry,

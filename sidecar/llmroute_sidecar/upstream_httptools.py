@@ -343,7 +343,11 @@ class HttptoolsUpstream:
         tls = self._tls() if scheme == "https" else None
         try:
             _, protocol = await loop.create_connection(
-                lambda: _Connection(origin), host, port, ssl=tls, server_hostname=host if tls is not None else None
+                lambda: _Connection(origin),
+                host,
+                port,
+                ssl=tls,
+                server_hostname=host if tls is not None else None,
             )
         except ssl.SSLError as exc:
             raise ProviderError(

@@ -17,7 +17,7 @@ from llmroute_proto.v1 import config_pb2 as pb
 from ..adapters.base import AwsKeys, Target
 from ..adapters.registry import PROVIDERS
 
-__all__ = ["BackendEntry", "ConfigError", "ModelEntry", "Snapshot", "build_snapshot"]
+__all__ = ["BackendEntry", "ConfigError", "ModelEntry", "RoutingFacts", "Snapshot", "build_snapshot"]
 
 _PROVIDER_NAMES = {
     pb.PROVIDER_OPENAI: "openai",
@@ -63,6 +63,44 @@ class BackendEntry:
 
 
 @dataclass(frozen=True)
+class RoutingFacts:
+    """What the planner reads of a model's route on every request, read out of the protobuf once per
+    snapshot: a protobuf field access builds a wrapper object each time, and the default candidates'
+    residency and capability filters depend on the config alone. ``routing/planner.py`` reads it."""
+
+    route_name: str  # "namespace/name"
+    strategy: pb.Strategy.ValueType  # of the model; 0 when unset
+    has_rules: bool
+    allowed_regions: tuple[str, ...]  # regions.allowed; () means every region
+    prefer_local: bool
+    in_region: tuple[BackendEntry, ...]  # the model's backends inside allowed_regions, in order
+    outside: tuple[BackendEntry, ...]  # the others (residency keeps them out)
+    chat: tuple[BackendEntry, ...]  # of in_region: those that serve plain chat
+    no_chat: tuple[BackendEntry, ...]
+    embeddings: tuple[BackendEntry, ...]  # of in_region: those that serve embeddings
+    no_embeddings: tuple[BackendEntry, ...]
+
+    @classmethod
+    def of(cls, route: pb.Route, model: pb.LogicalModel, backends: tuple[BackendEntry, ...]) -> RoutingFacts:
+        allowed = tuple(route.regions.allowed)
+        inside = tuple(b for b in backends if not allowed or b.region in allowed)
+        outside = tuple(b for b in backends if allowed and b.region not in allowed)
+        return cls(
+            route_name=f"{route.namespace}/{route.name}",
+            strategy=model.strategy,
+            has_rules=len(route.rules) > 0,
+            allowed_regions=allowed,
+            prefer_local=route.regions.prefer_local,
+            in_region=inside,
+            outside=outside,
+            chat=tuple(b for b in inside if b.capabilities.chat),
+            no_chat=tuple(b for b in inside if not b.capabilities.chat),
+            embeddings=tuple(b for b in inside if b.capabilities.embeddings),
+            no_embeddings=tuple(b for b in inside if not b.capabilities.embeddings),
+        )
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     """A logical model with its route and the backends it may use, in preference order."""
 
@@ -71,6 +109,12 @@ class ModelEntry:
     model: pb.LogicalModel
     backends: tuple[BackendEntry, ...]
     backends_by_name: Mapping[str, BackendEntry] = field(default_factory=dict)
+    facts: RoutingFacts | None = None  # set by build_snapshot; None only in hand-built test entries
+
+    def routing(self) -> RoutingFacts:
+        return (
+            self.facts if self.facts is not None else RoutingFacts.of(self.route, self.model, self.backends)
+        )
 
 
 @dataclass(frozen=True)
@@ -79,6 +123,7 @@ class Snapshot:
 
     config: pb.RouterConfig
     models: Mapping[str, ModelEntry]
+    region: str = ""  # config.region, read once (the sidecar's own region when the operator sets it)
 
     @property
     def version(self) -> str:
@@ -111,12 +156,15 @@ def build_snapshot(config: pb.RouterConfig) -> Snapshot:
             if missing:
                 raise ConfigError(f"{where}: model {model.name!r} names unknown backends {missing}")
             ordered = tuple(backends[n] for n in names)
-            models[model.name] = ModelEntry(model.name, route, model, ordered, MappingProxyType(backends))
+            facts = RoutingFacts.of(route, model, ordered)
+            models[model.name] = ModelEntry(
+                model.name, route, model, ordered, MappingProxyType(backends), facts
+            )
         for index, rule in enumerate(route.rules):
             missing = [n for n in rule.backends if n not in backends]
             if missing:
                 raise ConfigError(f"{where}: rules[{index}] names unknown backends {missing}")
-    return Snapshot(config=config, models=MappingProxyType(models))
+    return Snapshot(config=config, models=MappingProxyType(models), region=config.region)
 
 
 def _backend(

@@ -25,7 +25,7 @@ without a user) comes from ``rng``.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from llmroute_proto.v1 import config_pb2 as pb
@@ -163,6 +163,21 @@ def _order(
     return candidates, len(candidates), None
 
 
+_CHAT = ("chat",)
+_EMBEDDINGS = ("embeddings",)
+
+
+def _capable(
+    candidates: list[BackendEntry], wanted: tuple[str, ...]
+) -> tuple[list[BackendEntry], list[BackendEntry]]:
+    """(those that support everything ``wanted``, the others), each in order."""
+    capable: list[BackendEntry] = []
+    incapable: list[BackendEntry] = []
+    for backend in candidates:
+        (capable if supports(backend, wanted) else incapable).append(backend)
+    return capable, incapable
+
+
 def plan(
     entry: ModelEntry,
     body: dict[str, Any],
@@ -185,13 +200,19 @@ def plan(
     """
     chat = kind == "chat"
     estimate = estimate_chat(body) if chat else estimate_embeddings(body)
-    scorer = _Scorer(body, estimate) if chat else None
+    facts = entry.routing()  # the route's protobuf fields, read once per snapshot
+    # The complexity score is only ever computed for a rule or the complexity strategy that asks.
+    scorer = (
+        _Scorer(body, estimate)
+        if chat and (facts.has_rules or facts.strategy == pb.STRATEGY_COMPLEXITY)
+        else None
+    )
     route = entry.route
 
     # 1. rules: embeddings requests only follow rules that name their model (a rule about chat
     # tasks must not send embeddings to a chat backend).
     matched: rules.RuleMatch | None = None
-    if route.rules:
+    if facts.has_rules:
         matched = rules.first_match(
             route.rules,
             model=entry.name,
@@ -201,32 +222,34 @@ def plan(
             complexity=scorer.value if scorer is not None else lambda: 0.0,
             named_only=not chat,
         )
+    wanted = needs(body, kind, images=estimate.images)
+    incapable: Sequence[BackendEntry]
     if matched is not None:
         by_name = entry.backends_by_name
-        candidates = [by_name[name] for name in matched.rule.backends if name in by_name]
-        strategy = matched.rule.strategy or entry.model.strategy
+        chosen = [by_name[name] for name in matched.rule.backends if name in by_name]
+        strategy = matched.rule.strategy or facts.strategy
+        # 2. residency, a hard filter.
+        inside, outside = regions.allowed(chosen, route.regions)
+        candidates, incapable = _capable(inside, wanted)
     else:
-        candidates = list(entry.backends)
-        strategy = entry.model.strategy
-    strategy = strategy or pb.STRATEGY_FALLBACK
-
-    # 2. residency, a hard filter.
-    candidates, outside = regions.allowed(candidates, route.regions)
-    excluded = [Excluded(b.name, "residency") for b in outside]
-    if not candidates:
-        raise _residency_error(entry, outside, matched)
-
-    # 3. capabilities.
-    wanted = needs(body, kind, images=estimate.images)
-    capable: list[BackendEntry] = []
-    for b in candidates:
-        if supports(b, wanted):
-            capable.append(b)
+        strategy = facts.strategy
+        # 2. residency, computed with the snapshot for the model's own backends.
+        inside, outside = list(facts.in_region), list(facts.outside)
+        # 3. capabilities: the plain chat and embeddings cases too.
+        if wanted == _CHAT:
+            candidates, incapable = list(facts.chat), facts.no_chat
+        elif wanted == _EMBEDDINGS:
+            candidates, incapable = list(facts.embeddings), facts.no_embeddings
         else:
-            excluded.append(Excluded(b.name, "capability"))
-    if not capable:
+            candidates, incapable = _capable(inside, wanted)
+    strategy = strategy or pb.STRATEGY_FALLBACK
+    excluded = [Excluded(b.name, "residency") for b in outside] if outside else []
+    if not inside:
+        raise _residency_error(entry, outside, matched)
+    if incapable:
+        excluded += [Excluded(b.name, "capability") for b in incapable]
+    if not candidates:
         raise _capability_error(entry, wanted, bool(outside), matched)
-    candidates = capable
 
     # 4. context windows.
     send: dict[str, Any] = body
@@ -260,15 +283,15 @@ def plan(
     )
 
     # 6. placement: healthy first, split arms before the rest, local first with preferLocal.
-    policy = route.regions
+    prefer_local = facts.prefer_local
     ordered, demoted = placement.place(
-        ordered, lead=lead, region=region, prefer_local=policy.prefer_local, available=health
+        ordered, lead=lead, region=region, prefer_local=prefer_local, available=health
     )
 
     # 7. latency probes, within the group that gets traffic first.
     probed: BackendEntry | None = None
     if strategy == pb.STRATEGY_LATENCY and probes is not None and latency is not None:
-        group = placement.leading(ordered, region=region, prefer_local=policy.prefer_local, available=health)
+        group = placement.leading(ordered, region=region, prefer_local=prefer_local, available=health)
         ordered, probed = probe(ordered, group, latency, probes, stream=stream)
 
     return Decision(
@@ -283,8 +306,8 @@ def plan(
         tier=tier,
         region=region,
         region_choice=regions.region_choice(ordered[0], region),
-        prefer_local=policy.prefer_local,
-        allowed_regions=tuple(policy.allowed) if policy.allowed else (),
+        prefer_local=prefer_local,
+        allowed_regions=facts.allowed_regions,
         excluded=tuple(excluded),
         demoted=demoted,
         probe=probed.name if probed is not None else None,
