@@ -7,6 +7,9 @@ through the bounded attribution counters of ``policy_metrics.py``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from prometheus_client import CollectorRegistry
 
 from .health.report import MetricsListener
@@ -15,9 +18,31 @@ from .policy_metrics import PolicyMetrics, TenantLabels
 from .prom import Counter, Gauge, Histogram, Summary
 from .routing.metrics import RoutingMetrics
 
-__all__ = ["Metrics"]
+__all__ = ["AnsweredMeters", "AttemptMeters", "Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+@dataclass(frozen=True, slots=True)
+class AnsweredMeters:
+    """The series one answered request moves, resolved once per label set (``Metrics.answered``)."""
+
+    requests: Any
+    tokens_in: Any
+    tokens_out: Any
+    cost: Any
+    usage_in: Any
+    usage_out: Any
+    usage_cached: Any
+    usage_cost: Any
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptMeters:
+    """The series one upstream attempt moves (``Metrics.attempted``)."""
+
+    attempts: Any
+    seconds: Any
 
 
 class Metrics:
@@ -139,3 +164,41 @@ class Metrics:
         self.routing = RoutingMetrics(r)  # decisions, regions, context (routing/metrics.py)
         self.health = MetricsListener(r)  # breakers, ejections, retries, fallbacks (health/report.py)
         self.policy = PolicyMetrics(r, tenants=tenants)  # spend, cache, PII, rate limits, budgets
+        # Children of the per-request series by label set: every label is bounded (config names,
+        # outcomes, tenants through TenantLabels), and these series are never removed, so the caches
+        # stay small and never go stale. A request then pays one dict lookup instead of eight labels().
+        self._answered: dict[tuple[str, ...], AnsweredMeters] = {}
+        self._attempted: dict[tuple[str, str, str], AttemptMeters] = {}
+
+    def answered(
+        self, route: str, model: str, backend: str, provider: str, outcome: str, tenant: str
+    ) -> AnsweredMeters:
+        """The meters of a request ``backend`` answered; ``tenant`` is the raw tenant (it is bounded
+        here, by ``--metrics-tenants`` or the first tenants seen)."""
+        label = self.policy.tenants.label(tenant)
+        key = (route, model, backend, provider, outcome, label)
+        meters = self._answered.get(key)
+        if meters is None:
+            tokens, usage = self.tokens, self.policy.usage_tokens
+            meters = self._answered[key] = AnsweredMeters(
+                requests=self.requests.labels(model, backend, provider, outcome),
+                tokens_in=tokens.labels(model, backend, "input"),
+                tokens_out=tokens.labels(model, backend, "output"),
+                cost=self.cost.labels(model, backend),
+                usage_in=usage.labels(route, model, backend, label, "input"),
+                usage_out=usage.labels(route, model, backend, label, "output"),
+                usage_cached=usage.labels(route, model, backend, label, "cached_input"),
+                usage_cost=self.policy.usage_cost.labels(route, model, backend, label),
+            )
+        return meters
+
+    def attempted(self, backend: str, provider: str, result: str) -> AttemptMeters:
+        """The meters of one upstream attempt on ``backend`` that ended in ``result``."""
+        key = (backend, provider, result)
+        meters = self._attempted.get(key)
+        if meters is None:
+            meters = self._attempted[key] = AttemptMeters(
+                self.attempts.labels(backend, provider, result),
+                self.attempt_seconds.labels(backend, provider),
+            )
+        return meters

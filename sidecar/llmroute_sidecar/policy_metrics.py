@@ -109,24 +109,3 @@ class PolicyMetrics:
             self.budget_available.labels(budget).set(max(0.0, available_usd))
         if event != "settle":
             self.budget_events.labels(budget, event).inc()
-
-    def attribute(
-        self,
-        *,
-        route: str,
-        model: str,
-        backend: str,
-        tenant: str,
-        input_tokens: int,
-        output_tokens: int,
-        cached_tokens: int,
-        cost_usd: float,
-    ) -> None:
-        label = self.tenants.label(tenant)
-        tokens = self.usage_tokens
-        tokens.labels(route, model, backend, label, "input").inc(input_tokens)
-        tokens.labels(route, model, backend, label, "output").inc(output_tokens)
-        if cached_tokens:
-            tokens.labels(route, model, backend, label, "cached_input").inc(cached_tokens)
-        if cost_usd:
-            self.usage_cost.labels(route, model, backend, label).inc(cost_usd)

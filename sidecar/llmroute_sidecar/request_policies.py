@@ -501,21 +501,19 @@ class RequestPolicies:
         self.usage.add(record)
         metrics = self.metrics
         if backend is not None:
-            metrics.requests.labels(entry.name, backend.name, backend.provider, outcome).inc()
-            metrics.tokens.labels(entry.name, backend.name, "input").inc(usage.input_tokens)
-            metrics.tokens.labels(entry.name, backend.name, "output").inc(usage.output_tokens)
-            if cost:
-                metrics.cost.labels(entry.name, backend.name).inc(cost / 1e6)
-            metrics.policy.attribute(
-                route=request.route,
-                model=entry.name,
-                backend=backend.name,
-                tenant=hints.tenant,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-                cached_tokens=usage.cached_tokens,
-                cost_usd=cost / 1e6,
+            meters = metrics.answered(
+                request.route, entry.name, backend.name, backend.provider, outcome, hints.tenant
             )
+            meters.requests.inc()
+            meters.tokens_in.inc(usage.input_tokens)
+            meters.tokens_out.inc(usage.output_tokens)
+            meters.usage_in.inc(usage.input_tokens)
+            meters.usage_out.inc(usage.output_tokens)
+            if usage.cached_tokens:
+                meters.usage_cached.inc(usage.cached_tokens)
+            if cost:
+                meters.cost.inc(cost / 1e6)
+                meters.usage_cost.inc(cost / 1e6)
             if usage.estimated:
                 metrics.policy.usage_estimated.labels(request.route, backend.name).inc()
         if self.audit.enabled:

@@ -238,10 +238,13 @@ class RouterService:
         tracing = self.tracing
 
         def on_attempt(backend: BackendEntry, error: ProviderError | None, seconds: float) -> None:
-            result = "ok" if error is None else error.kind.value
-            self.metrics.attempts.labels(backend.name, backend.provider, result).inc()
-            self.metrics.attempt_seconds.labels(backend.name, backend.provider).observe(seconds)
-            tracing.attempt(backend, error, seconds, operation)
+            meters = self.metrics.attempted(
+                backend.name, backend.provider, "ok" if error is None else error.kind.value
+            )
+            meters.attempts.inc()
+            meters.seconds.observe(seconds)
+            if tracing.enabled:
+                tracing.attempt(backend, error, seconds, operation)
 
         return Trace(on_attempt=on_attempt)
 
