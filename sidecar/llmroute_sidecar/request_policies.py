@@ -82,7 +82,7 @@ class Request:
 
     @property
     def route(self) -> str:
-        return self.entry.route.name
+        return self.entry.facts.name
 
     def extra_headers(self) -> dict[str, str]:
         out = dict(self.rate_headers)
@@ -386,7 +386,7 @@ class RequestPolicies:
         self.usage.add(
             UsageRecord(
                 request_id=f"{hints.request_id}:abuse",
-                route=f"{entry.route.namespace}/{entry.route.name}",
+                route=entry.facts.route_name,
                 model=entry.name,
                 backend="",
                 provider="",
@@ -420,7 +420,7 @@ class RequestPolicies:
             self.usage.add(
                 UsageRecord(
                     request_id=f"{hints.request_id}:hedge",
-                    route=f"{entry.route.namespace}/{entry.route.name}",
+                    route=entry.facts.route_name,
                     model=entry.name,
                     backend=lost.backend.name,
                     provider=lost.backend.provider,
@@ -473,7 +473,7 @@ class RequestPolicies:
             arm = experiment.arm_of(entry.name, decision.strategy, decision.candidates[0].name)
         record = UsageRecord(
             request_id=hints.request_id,
-            route=f"{entry.route.namespace}/{entry.route.name}",
+            route=entry.facts.route_name,
             model=entry.name,
             backend=backend_name,
             provider=backend.provider if backend is not None else "",

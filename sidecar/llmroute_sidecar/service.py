@@ -346,7 +346,7 @@ class RouterService:
                 self._policy(entry),
                 trace,
                 gate=self.limits.gate(request.hints.tier, request.hints.tenant),
-                health=RouteHealth(self.health, entry.route.name),
+                health=RouteHealth(self.health, entry.facts.name),
             )
         except AllFailed as exc:
             log.info("semantic cache: embedding by %s failed, no lookup: %s", backend.name, exc)
@@ -360,7 +360,7 @@ class RouterService:
         self.usage.add(
             UsageRecord(
                 request_id=f"{request.hints.request_id}:embedding",
-                route=f"{entry.route.namespace}/{entry.route.name}",
+                route=entry.facts.route_name,
                 model=entry.name,
                 backend=backend.name,
                 provider=backend.provider,
@@ -421,7 +421,7 @@ class RouterService:
                 self._policy(entry),
                 trace,
                 gate=self.limits.gate(hints.tier, hints.tenant),
-                health=RouteHealth(self.health, entry.route.name),
+                health=RouteHealth(self.health, entry.facts.name),
                 spend=self.policies.spend_hook(request),
                 trace_headers=self.tracing.outgoing(),
             ),
@@ -505,7 +505,7 @@ class RouterService:
                 trace,
                 include_usage=include_usage,
                 gate=self.limits.gate(hints.tier, hints.tenant),
-                health=RouteHealth(self.health, entry.route.name, stream=True),
+                health=RouteHealth(self.health, entry.facts.name, stream=True),
                 spend=self.policies.spend_hook(request),
                 trace_headers=self.tracing.outgoing(),
             ),
@@ -530,7 +530,7 @@ class RouterService:
                 self._policy(entry),
                 trace,
                 gate=self.limits.gate(hints.tier, hints.tenant),
-                health=RouteHealth(self.health, entry.route.name),
+                health=RouteHealth(self.health, entry.facts.name),
                 spend=self.policies.spend_hook(request),
             ),
         )

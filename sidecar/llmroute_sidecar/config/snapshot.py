@@ -9,7 +9,7 @@ swaps whole snapshots, so an in-flight request finishes on the one it started wi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 
 from llmroute_proto.v1 import config_pb2 as pb
@@ -69,6 +69,8 @@ class RoutingFacts:
     residency and capability filters depend on the config alone. ``routing/planner.py`` reads it."""
 
     route_name: str  # "namespace/name"
+    name: str  # the route's name
+    namespace: str
     strategy: pb.Strategy.ValueType  # of the model; 0 when unset
     has_rules: bool
     allowed_regions: tuple[str, ...]  # regions.allowed; () means every region
@@ -87,6 +89,8 @@ class RoutingFacts:
         outside = tuple(b for b in backends if allowed and b.region not in allowed)
         return cls(
             route_name=f"{route.namespace}/{route.name}",
+            name=route.name,
+            namespace=route.namespace,
             strategy=model.strategy,
             has_rules=len(route.rules) > 0,
             allowed_regions=allowed,
@@ -108,13 +112,8 @@ class ModelEntry:
     route: pb.Route
     model: pb.LogicalModel
     backends: tuple[BackendEntry, ...]
-    backends_by_name: Mapping[str, BackendEntry] = field(default_factory=dict)
-    facts: RoutingFacts | None = None  # set by build_snapshot; None only in hand-built test entries
-
-    def routing(self) -> RoutingFacts:
-        return (
-            self.facts if self.facts is not None else RoutingFacts.of(self.route, self.model, self.backends)
-        )
+    backends_by_name: Mapping[str, BackendEntry]
+    facts: RoutingFacts  # what the request path reads of the route, out of the protobuf once
 
 
 @dataclass(frozen=True)

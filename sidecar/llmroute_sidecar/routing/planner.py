@@ -96,7 +96,7 @@ class _Scorer:
 
 
 def _route_name(entry: ModelEntry) -> str:
-    return f"{entry.route.namespace}/{entry.route.name}"
+    return entry.facts.route_name
 
 
 def _by_rule(matched: rules.RuleMatch | None) -> str:
@@ -200,7 +200,7 @@ def plan(
     """
     chat = kind == "chat"
     estimate = estimate_chat(body) if chat else estimate_embeddings(body)
-    facts = entry.routing()  # the route's protobuf fields, read once per snapshot
+    facts = entry.facts  # the route's protobuf fields, read once per snapshot
     # The complexity score is only ever computed for a rule or the complexity strategy that asks.
     scorer = (
         _Scorer(body, estimate)
