@@ -128,3 +128,29 @@ def test_a_logical_model_claimed_twice_is_a_problem() -> None:
     result = compile_config(namespace="team-a", routes=[chat, clone], secrets=res.secrets)
     assert result.included == ["team-a/chat"]
     assert "already served by route team-a/chat" in result.problems["team-a/chat-copy"][0]
+
+
+def test_provider_batch_apis_are_on_where_the_sidecar_has_one_unless_opted_out() -> None:
+    res = _examples()
+    chat = next(r for r in res.routes if r.metadata["name"] == "chat")
+    backends = list(chat.spec.backends)
+    openai_index = next(i for i, b in enumerate(backends) if b.provider == "openai")
+    assert backends[openai_index].pricing is not None
+    backends[openai_index] = backends[openai_index].model_copy(
+        update={"pricing": backends[openai_index].pricing.model_copy(update={"batch_discount_percent": 40.0})}
+    )
+    anthropic_index = next(i for i, b in enumerate(backends) if b.provider == "anthropic")
+    backends[anthropic_index] = backends[anthropic_index].model_copy(update={"batch_api": "off"})
+    route = chat.model_copy(update={"spec": chat.spec.model_copy(update={"backends": backends})})
+    result = compile_config(namespace="team-a", routes=[route], secrets=res.secrets)
+    assert result.problems == {}
+    compiled = {b.name: b for b in result.config.routes[0].backends}
+    by_provider = {b.provider: b for b in compiled.values()}
+    gpt = compiled[backends[openai_index].name]
+    assert gpt.batch_api == pb.BATCH_API_PROVIDER and gpt.pricing.batch_discount_percent == 40.0
+    assert compiled[backends[anthropic_index].name].batch_api == pb.BATCH_API_OFF  # opted out
+    bedrock = by_provider[pb.PROVIDER_BEDROCK]
+    assert bedrock.batch_api == pb.BATCH_API_OFF and not bedrock.pricing.HasField("batch_discount_percent")
+    defaults = compile_config(namespace="team-a", routes=[chat], secrets=res.secrets).config.routes[0]
+    claude = next(b for b in defaults.backends if b.provider == pb.PROVIDER_ANTHROPIC)
+    assert claude.batch_api == pb.BATCH_API_PROVIDER and claude.pricing.batch_discount_percent == 50.0
