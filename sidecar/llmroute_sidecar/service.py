@@ -394,9 +394,12 @@ class RouterService:
 
     async def _chat_once(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
         request = self._request(body, hints, "chat")
-        entry = request.entry
         await self._remembered(request)
-        decision = await self._admit(request)
+        return await self.answer(request, await self._admit(request))
+
+    async def answer(self, request: Request, decision: Decision) -> tuple[Json, RouteMeta]:
+        """The cache, then the attempt loop, of a chat request :meth:`admit` let through."""
+        entry, hints = request.entry, request.hints
         cached = await self.policies.lookup(request, self.embed_for_cache)
         if cached is not None:
             await self.policies.finish(
