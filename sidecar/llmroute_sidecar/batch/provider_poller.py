@@ -238,6 +238,7 @@ class SubmissionPoller:
         await self._submitted(sub, remote.id)
 
     async def _submitted(self, sub: Submission, remote_id: str) -> None:
+        await self.subs.remember_remote(remote_id)
         if not await self.subs.mark(sub.id, self.consumer, state="submitted", remote_id=remote_id):
             self._lost(sub.id)
             return
@@ -261,7 +262,14 @@ class SubmissionPoller:
                     exc.message,
                 )
             await self.subs.mark(sub.id, self.consumer, cancel_sent=True)
-        remote = await self.client.get(target, sub.remote_id)
+        try:
+            remote = await self.client.get(target, sub.remote_id)
+        except ProviderError as exc:
+            if exc.kind != ErrorKind.NOT_FOUND:
+                raise
+            log.warning("submission %s: the %s batch %s is gone (%s); its lines run live", sub.id, sub.provider, sub.remote_id, exc.message)  # fmt: skip
+            await self._collect(sub, {}, "gone at the provider")
+            return
         if not remote.ended:
             return
         first, second = await self.client.results(target, remote)

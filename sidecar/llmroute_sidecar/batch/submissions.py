@@ -17,6 +17,7 @@ of a submission ends once: it is accounted once (``:acct`` keeps its cost) and r
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["LineMeta", "Submission", "Submissions"]
 
 _KEEP_MARKS_SECONDS = 7 * 86400  # a late straggler still finds a line accounted and resolved
+_REMOTES_SECONDS = 2 * 86400
 
 # KEYS: sub, req, lines, assigned, done, subs, owner. ARGV: id, owner, ttl ms, n, n field pairs,
 # then (index, request, meta) triples. Returns the indexes it took.
@@ -219,14 +221,19 @@ class Submissions:
     async def active(self) -> list[str]:
         return sorted(_text(s) for s in await self.redis.smembers(self.index))
 
+    async def remember_remote(self, remote_id: str) -> None:
+        """A provider batch one of this scope's submissions holds (kept two days, the longest a
+        provider batch of ours may still be running plus margin)."""
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.prefix + "remotes", {remote_id: now})
+            pipe.zremrangebyscore(self.prefix + "remotes", 0, now - _REMOTES_SECONDS)
+            await pipe.execute()
+
     async def remote_ids(self) -> set[str]:
-        """Provider batch ids that submissions of this scope hold."""
-        out: set[str] = set()
-        for sub_id in await self.active():
-            remote = await self.redis.hget(self.key(sub_id), "remote_id")
-            if remote:
-                out.add(_text(remote))
-        return out
+        """Provider batch ids this scope's submissions hold or held lately: a lost submission is
+        never matched with one of them (``ProviderBatchClient.find``)."""
+        return {_text(r) for r in await self.redis.zrange(self.prefix + "remotes", 0, -1)}
 
     async def requests(self, sub_id: str) -> list[bytes]:
         raw = await self.redis.hgetall(self.key(sub_id, "req"))

@@ -99,6 +99,8 @@ class BatchWorker:
     async def start(self) -> None:
         await self.store.ensure_group()
         self._tasks = [asyncio.create_task(self._intake()), asyncio.create_task(self._renewals())]
+        if self.provider is not None:
+            self._tasks.append(asyncio.create_task(self._provider_loop()))
 
     async def stop(self, grace: float = 5.0) -> None:
         self._stopping.set()
@@ -122,7 +124,7 @@ class BatchWorker:
 
     async def _intake(self) -> None:
         s = self.settings
-        next_reclaim = next_sweep = next_poll = 0.0
+        next_reclaim = next_sweep = 0.0
         while not self._stopping.is_set():
             free = s.concurrency - len(self._running)
             if free <= 0:
@@ -139,11 +141,6 @@ class BatchWorker:
                 if clock >= next_sweep:
                     next_sweep = clock + s.sweep_seconds
                     await self._sweep()
-                if self.provider is not None:
-                    await self.provider.flush(due_only=True)
-                    if clock >= next_poll:
-                        next_poll = clock + s.provider_poll_seconds
-                        await self.provider.tick()
                 if not claimed:
                     claimed = await self.store.read(self.consumer, free, s.poll_ms)
                     if not claimed and self.provider is not None:
@@ -156,6 +153,22 @@ class BatchWorker:
                 task = asyncio.create_task(self._line(item))
                 self._running[task] = item
                 task.add_done_callback(self._running.pop)
+
+    async def _provider_loop(self) -> None:
+        """Provider batches on their own clock, so that slow live lines filling every slot of the
+        intake never hold up a submission or a poll."""
+        assert self.provider is not None
+        s = self.settings
+        next_poll = 0.0
+        while True:
+            try:
+                await self.provider.flush(due_only=True)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + s.provider_poll_seconds
+                    await self.provider.tick()
+            except Exception as exc:  # Redis down or slow: try again on the next round
+                log.warning("batch worker: provider batches not driven this round: %s", exc)
+            await asyncio.sleep(min(s.provider_poll_seconds, s.provider_flush_seconds, 1.0))
 
     async def _renewals(self) -> None:
         period = self.settings.claim_idle_seconds / 3
