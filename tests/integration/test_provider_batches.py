@@ -438,6 +438,7 @@ async def test_a_hard_budget_holds_for_lines_sent_to_a_provider_batch(
     counts = batch.request_counts
     assert counts is not None and counts.completed > 0 and counts.failed > 0, counts
     assert {e["error"]["code"] for e in errors} == {"budget_exceeded"}
+    assert calls(gpt, "POST", "/chat/completions") == []  # live, at the list price, fits even less
     records = batch_records(instance)
     assert len(records) == counts.completed
     spent = sum(r.cost_micro_usd for r in records)

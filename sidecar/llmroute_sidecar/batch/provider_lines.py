@@ -9,8 +9,9 @@ abuse screen, PII, plan with rules and residency, rate limits, budgets and their
   the cache and the attempt loop, nothing admitted twice);
 - the cache has the answer: that is the line's answer;
 - else the line is translated for that backend (``provider_wire.request_line``), its estimated cost
-  at the discounted price is reserved in its budgets (a refusal dead-letters it, as a live request
-  refused by its budget), and it joins the group of its batch and backend, in memory.
+  at the discounted price is reserved in its budgets (when they refuse, it runs live like a request
+  refused on its first candidate: the next ones may fit), and it joins the group of its batch and
+  backend, in memory.
 
 Its stream entry stays pending meanwhile, renewed like a running line's, so a sidecar that dies
 before sealing loses nothing: another sidecar plans the line again. A group is sealed when it is
@@ -182,10 +183,13 @@ class ProviderLines:
             if request.charge is not None:
                 held = await request.charge.reserve(amount)
                 if isinstance(held, BudgetRefusal):
-                    await policies.finish(
-                        request, None, Usage(), outcome="budget_exceeded", status=429, attempts=0
+                    # As a live request refused on one backend: the next candidates, live (cheaper or
+                    # free ones may fit); the budget's refusal if none does.
+                    log.info(
+                        "batch %s line %d: %s; tried live instead", item.batch_id, item.index, held.reason
                     )
-                    raise _budget_error(held, lead, amount)
+                    response, route_meta = await service.answer(request, decision)
+                    return answered(response, route_meta, request_id, 1)
                 reservation = held
         except ApiError as exc:
             return LineResult(exc.status, exc.payload(), request_id, 1)
@@ -270,14 +274,3 @@ class ProviderLines:
                 if waiting.reservation is not None:
                     waiting.reservation.release()
         self._groups.clear()
-
-
-def _budget_error(refusal: BudgetRefusal, backend: BackendEntry, amount: int) -> ApiError:
-    until = f" until {refusal.reset_at}" if refusal.reset_at else ""
-    return ApiError(
-        429,
-        f"budget {refusal.budget!r} does not allow this request{until}: {refusal.reason} (backend "
-        f"{backend.name}'s batch API would cost up to ${amount / 1e6:.6f})",
-        code="budget_exceeded",
-        extra={"budget": refusal.budget, "reset_at": refusal.reset_at or None},
-    )

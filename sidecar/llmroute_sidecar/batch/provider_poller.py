@@ -182,14 +182,23 @@ class SubmissionPoller:
                 self._owned.discard(sub_id)
                 self.holds.close(sub_id)
                 return
+            info = await self.store.info(sub.batch_id)
+            ending = info is None or info.status in TERMINAL or info.status in ("cancelling", "expiring")
             target = self._target(sub)
             if target is None:
-                log.warning("submission %s: backend %s of route %s is not in the config; waiting", sub_id, sub.backend, sub.route)  # fmt: skip
+                if ending or (sub.state == "submitting" and not sub.sent_at):  # nothing sent, or to wait for
+                    log.error("submission %s: backend %s of route %s left the config; %s", sub_id, sub.backend,
+                              sub.route, "its provider batch is not looked at again" if sub.remote_id else "not sent")  # fmt: skip
+                    await self._collect(sub, {}, "backend left the config")
+                else:
+                    log.warning("submission %s: backend %s of route %s is not in the config; waiting", sub_id, sub.backend, sub.route)  # fmt: skip
                 return
-            if sub.state == "submitting":
+            if sub.state == "submitting" and ending and not sub.sent_at:  # never sent: nothing to send now
+                await self._collect(sub, {}, "the batch ended before its lines were sent")
+            elif sub.state == "submitting":
                 await self._submit(sub, target)
             else:
-                await self._poll(sub, target)
+                await self._poll(sub, target, ending=ending)
         except asyncio.CancelledError:
             raise
         except ProviderError as exc:  # looked at again on the next tick
@@ -247,9 +256,7 @@ class SubmissionPoller:
             self._listener("submitted")
         log.info("submission %s: %d lines in %s batch %s", sub.id, sub.count, sub.provider, remote_id)
 
-    async def _poll(self, sub: Submission, target: Target) -> None:
-        info = await self.store.info(sub.batch_id)
-        ending = info is None or info.status in TERMINAL or info.status in ("cancelling", "expiring")
+    async def _poll(self, sub: Submission, target: Target, *, ending: bool) -> None:
         if ending and not sub.cancel_sent:
             try:
                 await self.client.cancel(target, sub.remote_id)

@@ -105,8 +105,8 @@ def openai_batch(obj: object) -> RemoteBatch:
         id=str(data["id"]),
         status=status,
         ended=status in OPENAI_ENDED,
-        created_at=float(data.get("created_at") or 0),
-        total=int(counts.get("total") or 0) if isinstance(counts, dict) else 0,
+        created_at=_number(data.get("created_at")),
+        total=int(_number(counts.get("total"))) if isinstance(counts, dict) else 0,
         marker=str(metadata.get("llmroute_submission") or "") if isinstance(metadata, dict) else "",
         output_file=str(data.get("output_file_id") or ""),
         error_file=str(data.get("error_file_id") or ""),
@@ -117,7 +117,7 @@ def anthropic_batch(obj: object) -> RemoteBatch:
     """An Anthropic MessageBatch object."""
     data = _object(obj, "message batch")
     counts = data.get("request_counts")
-    total = sum(v for v in counts.values() if isinstance(v, int)) if isinstance(counts, dict) else 0
+    total = int(sum(_number(v) for v in counts.values())) if isinstance(counts, dict) else 0
     status = str(data.get("processing_status") or "")
     created = data.get("created_at")
     try:
@@ -127,6 +127,10 @@ def anthropic_batch(obj: object) -> RemoteBatch:
     return RemoteBatch(
         id=str(data["id"]), status=status, ended=status == "ended", created_at=moment, total=total
     )
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
 
 
 def _object(obj: object, what: str) -> Json:
