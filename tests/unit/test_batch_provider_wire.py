@@ -280,3 +280,16 @@ def test_holds_settle_each_reservation_once_and_give_back_the_rest() -> None:
     assert whole.settled == [42]
     holds.close("s2")
     assert whole.settled == [42]
+
+
+def test_the_usage_record_on_the_wire_says_which_batch_api_ran_the_line() -> None:
+    from llmroute_sidecar.usage import UsageRecord
+    from llmroute_sidecar.usage_reporter import to_proto
+
+    def record(**extra: Any) -> UsageRecord:
+        return UsageRecord("r", "demo/bulk", "chat", "gpt", "openai", "", "", 10, 5, 30, "ok", 0.1, **extra)
+
+    batch = to_proto(record(batch_api="openai", batch_discount_percent=50.0))
+    assert (batch.batch_api, batch.batch_discount_percent, batch.cost_micro_usd) == ("openai", 50.0, 30)
+    live = to_proto(record())
+    assert (live.batch_api, live.batch_discount_percent) == ("", 0.0)
