@@ -2,7 +2,7 @@
 
 Neighbours: ``replies`` decides the answer; ``sse`` and ``streaming`` send it. Endpoints:
 ``POST /v1/messages`` (JSON, or SSE with ``stream: true``), ``POST /v1/messages/count_tokens``,
-``GET /v1/models``. Requests need ``x-api-key`` (or ``Authorization: Bearer``) and
+``GET /v1/models``, and the Message Batches API (``anthropic_batches``). Requests need ``x-api-key`` (or ``Authorization: Bearer``) and
 ``anthropic-version``; ``max_tokens`` is required, as on the real API.
 
 A stream is ``message_start``, then per content block ``content_block_start``, deltas
@@ -20,10 +20,12 @@ from typing import Any
 
 from aiohttp import web
 
+from .anthropic_batches import MessageBatchesApi
 from .conversation import Conversation, Reply, ToolDef, ToolMode, Turn
 from .protocol import (
     EXCHANGE,
     ApiError,
+    Exchange,
     ProviderProtocol,
     default_message,
     json_response,
@@ -56,11 +58,23 @@ class AnthropicProtocol(ProviderProtocol):
     stream_error_status = 529
 
     def routes(self) -> list[web.RouteDef]:
+        batches = MessageBatchesApi(answer=self.batch_answer, error_body=self.error_body, check=_check_params)
         return [
             web.post("/v1/messages", self.messages),
             web.post("/v1/messages/count_tokens", self.count_tokens),
             web.get("/v1/models", self.list_models),
+            *batches.routes(),
         ]
+
+    def batch_answer(self, exchange: Exchange, params: dict[str, Any]) -> dict[str, Any]:
+        """One request of a Message Batch, answered as ``POST /v1/messages`` would (no stream)."""
+        reply = plan_reply(
+            parse_messages(params),
+            protocol=self.name,
+            tool_knob=None,
+            new_id=exchange.state.id_factory("toolu_"),
+        )
+        return _message(reply, id=exchange.state.new_id("msg_"), model=str(params["model"]))
 
     def authenticate(self, request: web.Request) -> None:
         configured = request[EXCHANGE].state.config.api_key
@@ -89,11 +103,8 @@ class AnthropicProtocol(ProviderProtocol):
     async def messages(self, request: web.Request) -> web.StreamResponse:
         exchange = request[EXCHANGE]
         body = exchange.json_object()
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise ApiError(400, "model: Field required")
-        if not isinstance(body.get("max_tokens"), int):
-            raise ApiError(400, "max_tokens: Field required")
+        _check_params(body)
+        model = body["model"]
         reply = plan_reply(
             parse_messages(body),
             protocol=self.name,
@@ -126,6 +137,15 @@ class AnthropicProtocol(ProviderProtocol):
             for m in models
         ]
         return json_response({"data": data, "has_more": False, "first_id": models[0], "last_id": models[-1]})
+
+
+def _check_params(body: Mapping[str, Any]) -> None:
+    """What a Messages request needs before anything else is looked at."""
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model: Field required")
+    if not isinstance(body.get("max_tokens"), int):
+        raise ApiError(400, "max_tokens: Field required")
 
 
 def parse_messages(body: Mapping[str, Any]) -> Conversation:

@@ -10,6 +10,8 @@ annotations) come from ``openai_chat``. Endpoints:
 
 Auth: the ``api-key`` header, or ``Authorization: Bearer`` (Entra ID tokens, and what the plain OpenAI
 SDK sends to the v1 surface). Errors are ``{"error": {"code", "message"}}`` with Azure's codes.
+Files and Batches (``openai_batches``) are under ``/openai`` (api-version required) and ``/openai/v1``;
+a batch line's ``url`` is ``/chat/completions`` and its ``model`` the (Global Batch) deployment.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from .openai_api import OpenAIProtocol
+from .openai_batches import OpenAIBatchApi
 from .openai_chat import Flavour
 from .protocol import EXCHANGE, ApiError, Exchange, default_message, json_response, retry_after_header
 
@@ -45,6 +48,19 @@ _MESSAGES = {
 }
 
 
+_BATCH_ENDPOINTS = ("/chat/completions", "/embeddings", "/v1/chat/completions", "/v1/embeddings")
+
+
+def _api_version(request: web.Request) -> None:
+    """The classic surface (``/openai/files``, ``/openai/batches``) needs api-version; v1 does not."""
+    if not request.path.startswith("/openai/v1/") and not request.query.get("api-version"):
+        raise ApiError(
+            400,
+            "The api-version query parameter (?api-version=) is required for all requests.",
+            code="MissingApiVersionParameter",
+        )
+
+
 class AzureOpenAIProtocol(OpenAIProtocol):
     name = "azure-openai"
     sdk_path = ""  # AzureOpenAI(azure_endpoint=<root>) appends /openai itself.
@@ -59,7 +75,18 @@ class AzureOpenAIProtocol(OpenAIProtocol):
             web.post("/openai/v1/chat/completions", self.chat_completions),
             web.post("/openai/v1/embeddings", self.embeddings),
             web.get("/openai/v1/models", self.list_models),
+            # Azure's Batch: the deployment is the body's model; lines name /chat/completions.
+            *self.batches(("/openai", "/openai/v1"), _BATCH_ENDPOINTS).routes(),
         ]
+
+    def batches(self, prefixes: tuple[str, ...], endpoints: tuple[str, ...]) -> OpenAIBatchApi:
+        return OpenAIBatchApi(
+            prefixes=prefixes,
+            endpoints=endpoints,
+            answer=self.batch_answer,
+            error_object=self.error_object,
+            check=_api_version,
+        )
 
     def authenticate(self, request: web.Request) -> None:
         configured = request[EXCHANGE].state.config.api_key

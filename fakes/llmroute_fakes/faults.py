@@ -20,8 +20,17 @@ One syntax serves the ``x-fake-fault`` request header, the ``--fault`` flag and
 ``error_event[=N]`` stream: after N chunks (default 1) send the provider's in-stream error
 ``error_status=N``  which error that in-stream event carries (default: the provider's usual one)
 ``tool_call[=name]``  answer with a call of the named (or the first) tool, if tools were sent
+``batch_ms=N``      batch APIs: a batch created now ends N ms later (default 0: at the next read)
+``batch_fail=N``    batch APIs: the batch's first N requests fail (their own error result)
+``batch_fail_status=N``  with ``batch_fail``: that failure's status (default 500)
+``batch_end=S``     batch APIs: the batch ends ``completed`` (default), ``failed`` (no results),
+                    ``expired`` or ``cancelled`` (the first half answered, the rest not)
+``batch_ack_ms=N``  batch APIs: the batch is created, then the create answer waits N ms
 ``none``            ignore the defaults and random failures for this request
 ==================  =========================================================================
+
+The ``batch_*`` knobs of the request that creates a batch (OpenAI and Azure ``POST /batches``,
+Anthropic ``POST /v1/messages/batches``) decide how that batch runs; other requests ignore them.
 """
 
 from __future__ import annotations
@@ -32,7 +41,15 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-__all__ = ["FAULT_HEADER", "FaultPlan", "FaultPolicy", "FaultSpec", "FaultSyntaxError", "parse_faults"]
+__all__ = [
+    "BATCH_ENDS",
+    "FAULT_HEADER",
+    "FaultPlan",
+    "FaultPolicy",
+    "FaultSpec",
+    "FaultSyntaxError",
+    "parse_faults",
+]
 
 FAULT_HEADER = "x-fake-fault"
 
@@ -56,6 +73,11 @@ class FaultSpec:
     error_event: int | None = None
     error_status: int | None = None
     tool_call: str | None = None
+    batch_ms: int | None = None
+    batch_fail: int | None = None
+    batch_fail_status: int | None = None
+    batch_end: str | None = None
+    batch_ack_ms: int | None = None
     #: ``none`` in a header: use this spec alone, without defaults, queued or random faults.
     isolated: bool = False
 
@@ -84,8 +106,18 @@ class FaultSpec:
 
 
 _FLAGS = {"reset", "hang"}
-_INTS = {"latency_ms", "cut_after", "truncate_after", "slow_stream_ms"}
-_STATUSES = {"status", "error_status"}
+_INTS = {
+    "latency_ms",
+    "cut_after",
+    "truncate_after",
+    "slow_stream_ms",
+    "batch_ms",
+    "batch_fail",
+    "batch_ack_ms",
+}
+_STATUSES = {"status", "error_status", "batch_fail_status"}
+#: How a batch may end (``batch_end``).
+BATCH_ENDS = ("completed", "failed", "expired", "cancelled")
 
 
 def parse_faults(text: str) -> FaultSpec:
@@ -103,6 +135,10 @@ def parse_faults(text: str) -> FaultSpec:
         elif key in _FLAGS:
             values[key] = _bool(key, value) if has_value else True
         elif key == "tool_call":
+            values[key] = value
+        elif key == "batch_end":
+            if value not in BATCH_ENDS:
+                raise FaultSyntaxError(f"fault knob batch_end={value}: one of {', '.join(BATCH_ENDS)}")
             values[key] = value
         elif key == "error_event":
             values[key] = _non_negative(key, value) if has_value else 1

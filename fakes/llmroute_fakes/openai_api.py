@@ -3,7 +3,8 @@
 Neighbours: ``openai_chat`` renders the bodies; ``azure_api`` subclasses :class:`OpenAIProtocol`
 for Azure's paths, auth and errors. Endpoints: ``POST /v1/chat/completions`` (JSON or SSE, with
 ``stream_options.include_usage``, tools and ``response_format``), ``POST /v1/embeddings``,
-``GET /v1/models[/{model}]``; the compatible flavour adds vLLM's ``GET /health`` and ``/version``.
+``GET /v1/models[/{model}]``, and the Files and Batches API (``openai_batches``); the compatible
+flavour has no batches and adds vLLM's ``GET /health`` and ``/version``.
 
 Auth is ``Authorization: Bearer``. An OpenAI-compatible server only checks it when configured with a
 key, as vLLM does with ``--api-key``. Errors are ``{"error": {"message", "type", "param", "code"}}``,
@@ -17,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .openai_batches import OpenAIBatchApi
 from .openai_chat import Flavour, completion, completion_chunks, embeddings_response, parse_chat
 from .protocol import (
     EXCHANGE,
@@ -56,13 +58,41 @@ class OpenAIProtocol(ProviderProtocol):
     owned_by = "system"
     default_models: tuple[str, ...] = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small")
 
+    #: Serves the Files and Batches API (``openai_batches``); vLLM and its kin do not.
+    batch_api = True
+
     def routes(self) -> list[web.RouteDef]:
-        return [
+        routes = [
             web.post("/v1/chat/completions", self.chat_completions),
             web.post("/v1/embeddings", self.embeddings),
             web.get("/v1/models", self.list_models),
             web.get("/v1/models/{model}", self.get_model),
         ]
+        if self.batch_api:
+            routes += self.batches(("/v1",), ("/v1/chat/completions", "/v1/embeddings")).routes()
+        return routes
+
+    def batches(self, prefixes: tuple[str, ...], endpoints: tuple[str, ...]) -> OpenAIBatchApi:
+        return OpenAIBatchApi(
+            prefixes=prefixes, endpoints=endpoints, answer=self.batch_answer, error_object=self.error_object
+        )
+
+    def batch_answer(
+        self, exchange: Exchange, endpoint: str, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """One request of a batch, answered as the live endpoint would answer it (no faults)."""
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "you must provide a model parameter", param="model")
+        if endpoint.endswith("/embeddings"):
+            return 200, embeddings_response(body, model=model)
+        reply = plan_reply(
+            parse_chat(body), protocol=self.name, tool_knob=None, new_id=exchange.state.id_factory("call_")
+        )
+        completion_id = exchange.state.new_id("chatcmpl-")
+        return 200, completion(
+            reply, id=completion_id, model=model, created=int(time.time()), flavour=self.flavour
+        )
 
     # --- auth and errors ---
 
@@ -161,6 +191,7 @@ class OpenAICompatibleProtocol(OpenAIProtocol):
     """An OpenAI-compatible server as vLLM serves it (TGI's Messages API has the same shape)."""
 
     name = "openai-compatible"
+    batch_api = False
     flavour: Flavour = "vllm"
     owned_by = "vllm"
     default_models = ("meta-llama/Llama-3.1-8B-Instruct",)

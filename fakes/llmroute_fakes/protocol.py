@@ -13,13 +13,16 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDictProxy
 
 from .faults import FaultPlan, FaultSpec
+
+if TYPE_CHECKING:
+    from .batch_jobs import BatchBook
 
 __all__ = [
     "EXCHANGE",
@@ -97,6 +100,10 @@ class FakeState:
         self.config = config
         self.plan = plan
         self.requests: list[RecordedRequest] = []
+        from .batch_jobs import BatchBook  # here, not at the top: batch_jobs builds on this module
+
+        #: Files and batch jobs of the batch APIs (``openai_batches``, ``anthropic_batches``).
+        self.batches: BatchBook = BatchBook()
         #: Set when the fake stops, so that hanging requests give up their connection.
         self.closing = asyncio.Event()
         self._numbers = itertools.count(1)

@@ -22,7 +22,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from .api.budget import LLMBudget, SoftLimitAction
 from .api.common import parse_duration
 from .api.loader import SecretData
-from .api.route import Backend, LabelSelector, LLMRoute, LogicalModel, Resilience, RouteRule
+from .api.route import (
+    BATCH_API_PROVIDERS,
+    DEFAULT_BATCH_DISCOUNT_PERCENT,
+    Backend,
+    LabelSelector,
+    LLMRoute,
+    LogicalModel,
+    Resilience,
+    RouteRule,
+)
 from .v1 import config_pb2 as pb
 
 __all__ = ["CompileResult", "compile_config", "config_version", "selector_matches"]
@@ -359,6 +368,13 @@ def _backend(backend: Backend) -> pb.Backend:
         out.pricing.output_per_million = backend.pricing.output_per_million
         if backend.pricing.cached_input_per_million is not None:
             out.pricing.cached_input_per_million = backend.pricing.cached_input_per_million
+    # Provider batch APIs: "auto" means the provider's own where the sidecar has a client for it.
+    if backend.batch_api == "auto" and backend.provider in BATCH_API_PROVIDERS:
+        out.batch_api = pb.BATCH_API_PROVIDER
+        discount = backend.pricing.batch_discount_percent if backend.pricing is not None else None
+        out.pricing.batch_discount_percent = DEFAULT_BATCH_DISCOUNT_PERCENT if discount is None else discount
+    else:
+        out.batch_api = pb.BATCH_API_OFF
     if backend.provider == "azure-openai":
         azure = backend.azure
         out.azure_openai.CopyFrom(

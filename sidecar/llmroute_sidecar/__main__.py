@@ -152,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
         "ended [LLMROUTE_BATCH_RETENTION_DAYS]",
     )
     parser.add_argument(
+        "--batch-provider-poll-seconds",
+        type=float,
+        default=float(_env("LLMROUTE_BATCH_PROVIDER_POLL_SECONDS", "30") or 30),
+        help="how often a provider batch (OpenAI, Azure OpenAI, Anthropic batch APIs) is looked at for "
+        "its results [LLMROUTE_BATCH_PROVIDER_POLL_SECONDS]",
+    )
+    parser.add_argument(
+        "--batch-window-seconds",
+        type=float,
+        default=float(_env("LLMROUTE_BATCH_WINDOW_SECONDS", "0") or 0),
+        help="for tests: the completion window every batch gets, in seconds, instead of the 24h the API "
+        "takes; 0: 24h [LLMROUTE_BATCH_WINDOW_SECONDS]",
+    )
+    parser.add_argument(
         "--otlp-endpoint",
         default=_env("LLMROUTE_OTLP_ENDPOINT", "") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
         help="send OpenTelemetry traces of requests (GenAI conventions) over OTLP/gRPC to this endpoint, "
@@ -260,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
             claim_idle_seconds=max(1.0, args.batch_claim_idle_seconds),
             max_attempts=max(1, args.batch_max_attempts),
             retention_seconds=max(60.0, args.batch_retention_days * 86400),
+            window_seconds=args.batch_window_seconds if args.batch_window_seconds > 0 else None,
+            provider_poll_seconds=max(0.05, args.batch_provider_poll_seconds),
         ),
         otlp_endpoint=args.otlp_endpoint,
         audit_log=None if args.audit_log in ("", "off") else args.audit_log,

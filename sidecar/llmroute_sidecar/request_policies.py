@@ -79,6 +79,8 @@ class Request:
     hedge_cost: int = 0  # micro-USD of calls a hedge race cut off (attempts.Abandoned), billed too
     hedged: str = ""  # "backend (won|lost)" when a hedge was sent, for x-llmroute-hedged
     ttft: float | None = None  # streams: seconds from receipt to the first chunk
+    batch_api: str = ""  # a batch line a provider's batch API ran (batch/): that provider
+    batch_discount_percent: float = 0.0  # its discount, already in the backend's prices
 
     @property
     def route(self) -> str:
@@ -497,6 +499,8 @@ class RequestPolicies:
             experiment_arm=arm,
             ttft_seconds=request.ttft,
             response_id=request.response_id,
+            batch_api=request.batch_api,
+            batch_discount_percent=request.batch_discount_percent,
         )
         self.usage.add(record)
         metrics = self.metrics
@@ -558,6 +562,8 @@ class RequestPolicies:
         }
         if record.experiment_arm:
             entry["experiment_arm"] = record.experiment_arm
+        if record.batch_api:
+            entry["batch_api"] = record.batch_api
         if request.redaction is not None:
             entry["pii_redacted"] = dict(request.redaction.counts)
         if note:

@@ -18,7 +18,14 @@ from aiohttp import web
 from .abuse import AbuseCounters, AbuseGuard
 from .admin import make_admin_app
 from .audit import AuditLog
-from .batch import BatchStore, BatchWorker, WorkerSettings, service_runner
+from .batch import (
+    BatchStore,
+    BatchWorker,
+    ProviderBatches,
+    ProviderBatchSettings,
+    WorkerSettings,
+    service_runner,
+)
 from .budget import AllowanceSource, BudgetGuard, LocalSource
 from .cache import ResponseCache
 from .config.store import ConfigStore
@@ -131,13 +138,30 @@ class Sidecar:
                 _redis_client(settings.redis_url, timeout=10.0),
                 scope,
                 retention_seconds=settings.batch.retention_seconds,
+                window_seconds=settings.batch.window_seconds,
             )
+            batch = settings.batch
+            listener = lambda event: self.metrics.batch_lines.labels(event).inc()  # noqa: E731
             self.batch_worker = BatchWorker(
                 self.batches,
                 service_runner(self.service),
                 consumer=self.node.id,
-                settings=settings.batch,
-                listener=lambda event: self.metrics.batch_lines.labels(event).inc(),
+                settings=batch,
+                listener=listener,
+                # Lines bound for a backend with a provider batch API go there (batch/provider_*.py).
+                provider=ProviderBatches(
+                    self.batches,
+                    self.service,
+                    self.upstream,
+                    consumer=self.node.id,
+                    settings=ProviderBatchSettings(
+                        poll_seconds=batch.provider_poll_seconds,
+                        flush_seconds=batch.provider_flush_seconds,
+                        max_lines=batch.provider_max_lines,
+                        owner_seconds=batch.claim_idle_seconds,
+                    ),
+                    listener=listener,
+                ),
             )
         self.store.on_swap(self._on_swap)
         self.store.on_reject(lambda _message: self.metrics.config_rejected.inc())

@@ -282,6 +282,12 @@ class RouterService:
         request.decision = decision
         return decision
 
+    async def admit(self, body: Json, hints: Hints, kind: str = "chat") -> tuple[Request, Decision]:
+        """Everything a request goes through before the cache and the attempt loop, for callers that
+        send it some other way: a batch line bound for a provider's batch API (``batch/``)."""
+        request = self._request(body, hints, kind)
+        return request, await self._admit(request)
+
     async def _guarded(self, request: Request, decision: Decision, trace: Trace, call: Awaitable[_T]) -> _T:
         """Await an attempt loop: no candidate served -> the accounted ApiError; cancelled -> the
         winning attempt's reservation (if any) goes back. Calls a hedge race sent and cut off are
@@ -396,10 +402,13 @@ class RouterService:
 
     async def _chat_once(self, body: Json, hints: Hints) -> tuple[Json, RouteMeta]:
         request = self._request(body, hints, "chat")
-        entry = request.entry
         if hints.conversation:
             await self._remembered(request)
-        decision = await self._admit(request)
+        return await self.answer(request, await self._admit(request))
+
+    async def answer(self, request: Request, decision: Decision) -> tuple[Json, RouteMeta]:
+        """The cache, then the attempt loop, of a chat request :meth:`admit` let through."""
+        entry, hints = request.entry, request.hints
         cached = (
             await self.policies.lookup(request, self.embed_for_cache) if request.policies.caching else None
         )

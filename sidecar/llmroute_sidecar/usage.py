@@ -50,6 +50,8 @@ class UsageRecord:
     abuse: tuple[bool, str, float, str] | None = (
         None  # outcome "abuse_blocked": (by tenant, reason, seconds, window)
     )
+    batch_api: str = ""  # the provider whose own batch API ran this batch line (batch/); "" = live
+    batch_discount_percent: float = 0.0  # with batch_api: percent off the prices (already in the cost)
 
 
 class UsageBuffer:

@@ -101,6 +101,8 @@ def to_proto(record: UsageRecord) -> upb.UsageRecord:
         out.abuse_block.block_for.FromNanoseconds(int(seconds * 1e9))
     if record.ttft_seconds is not None:
         out.time_to_first_token.FromNanoseconds(int(record.ttft_seconds * 1e9))
+    if record.batch_api:
+        out.batch_api, out.batch_discount_percent = record.batch_api, record.batch_discount_percent
     return out
 
 

@@ -56,6 +56,12 @@ def test_explain_reads_like_documentation(crds: Kubectl) -> None:
     assert "Limit for one upstream attempt" in timeout
     budget = crds.run("explain", "llmbudget.spec.onSoftLimit").stdout
     assert "downgrade" in budget.lower()
+    batch_api = " ".join(crds.run("explain", "llmroute.spec.backends.batchApi").stdout.split())  # unwrapped
+    assert "Anthropic Message Batches" in batch_api and "off: always live calls" in batch_api
+    discount = " ".join(
+        crds.run("explain", "llmroute.spec.backends.pricing.batchDiscountPercent").stdout.split()
+    )
+    assert "defaults to 50" in discount
 
 
 def test_every_example_applies_with_server_dry_run(crds: Kubectl) -> None:
@@ -288,6 +294,32 @@ INVALID: list[tuple[str, dict[str, Any], list[str]]] = [
         "azure-without-endpoint",
         _set(_valid_route(), "spec.backends[0].provider", "azure-openai"),
         ["spec.backends[0].endpoint", "required for azure-openai"],
+    ),
+    (
+        "batch-discount-on-a-provider-without-batch-api",
+        _set(
+            _valid_route(),
+            "spec.backends[1].pricing",
+            {"inputPerMillion": 1, "outputPerMillion": 1, "batchDiscountPercent": 50},
+        ),
+        [
+            "spec.backends[1].pricing.batchDiscountPercent",
+            "applies only to openai, azure-openai and anthropic",
+        ],
+    ),
+    (
+        "batch-discount-above-100",
+        _set(
+            _valid_route(),
+            "spec.backends[0].pricing",
+            {"inputPerMillion": 1, "outputPerMillion": 1, "batchDiscountPercent": 150},
+        ),
+        ["spec.backends[0].pricing.batchDiscountPercent", "less than or equal to 100"],
+    ),
+    (
+        "enum-batch-api",
+        _set(_valid_route(), "spec.backends[0].batchApi", "always"),
+        ["spec.backends[0].batchApi", "Unsupported value"],
     ),
     (
         "empty-rate-limit",

@@ -214,6 +214,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer)
                     "--http-addr", f"127.0.0.1:{http_port}", "--grpc-addr", f"127.0.0.1:{grpc_port}",
                     "--admin-addr", f"127.0.0.1:{_free_port()}", "--audit-log", str(workdir / "audit.jsonl"),
                     "--watch-seconds", "0", "--redis-url", redis_server.url,
+                    "--batch-provider-poll-seconds", "0.5",
                 ],
                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 preexec_fn=_bounded,

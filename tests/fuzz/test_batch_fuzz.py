@@ -6,13 +6,16 @@ bodies that are not multipart at all; ``POST /v1/batches`` bodies with any JSON 
 and whole bodies of any JSON; batch input files whose lines are generated (structure-aware chat
 lines with mutations at any depth, lines of any JSON, bytes that are not JSON), which the sidecar
 must either refuse at create time, naming the line, or run, line by line, through the router
-without a traceback (the session's sidecar log is checked at the end, ``conftest.py``); and reads,
+(lines of ``chat-anthropic`` through the fake Anthropic's Message Batches API) without a traceback
+(the session's sidecar log is checked at the end, ``conftest.py``), and every such batch must end;
+and reads,
 cancels, deletes and list queries with any ids and any ``after``/``limit``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.parse
 from typing import Any
 
@@ -129,16 +132,23 @@ LINES = st.lists(
 )
 
 
+#: Batches the generated lines made, for the check that every one of them ends.
+CREATED: list[str] = []
+
+
 @settings(SETTINGS, max_examples=200)
-@given(lines=LINES, unique=st.booleans())
+@given(lines=LINES, unique=st.booleans(), model=st.sampled_from(["chat", "chat-anthropic"]))
 def test_batches_of_generated_lines_are_refused_or_run(
-    client: httpx.Client, tally: Tally, lines: list[bytes], unique: bool
+    client: httpx.Client, tally: Tally, lines: list[bytes], unique: bool, model: str
 ) -> None:
     if unique:  # distinct custom ids, so structure-aware lines reach the router
         lines = [
             line.replace(b'"custom_id":"c"', f'"custom_id":"c{i}"'.encode(), 1)
             for i, line in enumerate(lines)
         ]
+    # chat-anthropic's backend has a batch API: its lines are translated, submitted to the fake
+    # Anthropic's Message Batches, polled, and their results translated back (or run live).
+    lines = [line.replace(b'"model":"chat"', f'"model":"{model}"'.encode(), 1) for line in lines]
     uploaded = _upload(client, tally, b"\n".join(lines))
     if uploaded.status_code != 200:
         return
@@ -149,6 +159,44 @@ def test_batches_of_generated_lines_are_refused_or_run(
     _check_any(tally, "batches", response)
     if response.status_code == 200:
         assert response.json()["status"] in ("failed", "in_progress", "completed"), response.text[:500]
+        CREATED.append(response.json()["id"])
+
+
+@settings(SETTINGS, max_examples=100)
+@given(bodies=st.lists(chat_requests(), min_size=1, max_size=4))
+def test_generated_chat_lines_through_a_provider_batch_api(
+    client: httpx.Client, tally: Tally, bodies: list[Any]
+) -> None:
+    """Well-formed lines with generated bodies for the model whose backend has a batch API: each is
+    admitted, translated and submitted, or refused with a 4xx of its own; never a traceback."""
+    rows = [
+        {"custom_id": f"p{i}", "method": "POST", "url": ENDPOINT, "body": {**body, "model": "chat-anthropic"}}
+        for i, body in enumerate(bodies)
+    ]
+    uploaded = _upload(client, tally, b"\n".join(_encode(row) for row in rows))
+    if uploaded.status_code != 200:
+        return
+    response = client.post(
+        "/v1/batches",
+        json={"input_file_id": uploaded.json()["id"], "endpoint": ENDPOINT, "completion_window": "24h"},
+    )
+    _check_any(tally, "batches", response)
+    if response.status_code == 200:
+        CREATED.append(response.json()["id"])
+
+
+def test_every_generated_batch_ends(client: httpx.Client) -> None:
+    """Whatever its lines, through a provider batch or live, every batch ends: none is stuck."""
+    assert CREATED, "no batch was created"
+    deadline = time.monotonic() + 120
+    pending = list(CREATED)
+    while pending:
+        batch = client.get(f"/v1/batches/{pending[0]}").json()
+        if batch["status"] in ("completed", "failed", "cancelled", "expired"):
+            pending.pop(0)
+            continue
+        assert time.monotonic() < deadline, f"batch stuck: {batch}"
+        time.sleep(0.2)
 
 
 @settings(SETTINGS, max_examples=200)

@@ -79,6 +79,7 @@ def batch_route(
             f"    endpoint: {anthropic_fake.base_url}",
             "    credentialsRef: {name: keys, key: claude-key}",
             "    pricing: {inputPerMillion: 3, outputPerMillion: 15}",
+            "    batchApi: 'off'",  # live calls here; test_provider_batches.py covers the batch API
         ]
     lines += [
         "  resilience:",

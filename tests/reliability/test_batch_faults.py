@@ -215,3 +215,125 @@ def test_interactive_p99_holds_while_a_batch_runs(tmp_path: Path, redis_url: str
         sidecar.stop()
         fake.terminate()
         fake.wait(timeout=10)
+
+
+def _provider_route(gpt: Any, claude: Any) -> str:
+    return f"""\
+apiVersion: llmroute.io/v1alpha1
+kind: LLMRoute
+metadata: {{name: bulk, namespace: demo}}
+spec:
+  models:
+  - name: chat
+    strategy: weighted
+    split: [{{backend: gpt, weight: 50}}, {{backend: claude, weight: 50}}]
+  backends:
+  - name: gpt
+    provider: openai
+    model: gpt-4o
+    endpoint: {gpt.base_url}
+    credentialsRef: {{name: keys, key: gpt}}
+    pricing: {{inputPerMillion: 2, outputPerMillion: 8}}
+  - name: claude
+    provider: anthropic
+    model: claude-test
+    endpoint: {claude.base_url}
+    credentialsRef: {{name: keys, key: claude}}
+    pricing: {{inputPerMillion: 3, outputPerMillion: 15}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: keys, namespace: demo}}
+stringData: {{gpt: sk-gpt, claude: sk-ant}}
+"""
+
+
+@pytest.mark.parametrize("when", ["creating", "submitted"])
+def test_a_sidecar_killed_mid_provider_batch_loses_no_line_and_submits_none_twice(
+    when: str, tmp_path: Path, redis_url: str
+) -> None:
+    """SIGKILL while the provider batches run ("submitted"), or while the create calls wait for
+    their answers, the batches already created at the providers ("creating"). A new sidecar process
+    takes the submissions over once their owner key lapses, finds the batches at the providers (the
+    OpenAI one by our id in its metadata, the Anthropic one by creation time and size), polls them
+    and writes every line once: no provider gets a second batch, and no line runs live."""
+    faults = "batch_ms=800,batch_ack_ms=5000" if when == "creating" else "batch_ms=4000"
+    args = ("--redis-url", redis_url, "--batch-claim-idle-seconds", str(CLAIM_IDLE_S),
+            "--batch-provider-poll-seconds", "0.3")  # fmt: skip
+    lines = 100
+    with ProviderLoop() as loop:
+        gpt = loop.provider("openai", faults=faults)
+        claude = loop.provider("anthropic", faults=faults)
+        first = SidecarProcess(tmp_path / "a", _provider_route(gpt, claude), args)
+        first.start()
+        second = SidecarProcess(tmp_path / "b", _provider_route(gpt, claude), args)
+        try:
+            app = openai.OpenAI(base_url=first.base_url, api_key="unused", max_retries=0)
+            uploaded = app.files.create(file=("bulk.jsonl", _input(lines)), purpose="batch")
+            batch = app.batches.create(
+                input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
+            )
+
+            def creates() -> tuple[int, int]:
+                return (
+                    sum(1 for r in gpt.requests if r.method == "POST" and r.path == "/v1/batches"),
+                    sum(
+                        1 for r in claude.requests if r.method == "POST" and r.path == "/v1/messages/batches"
+                    ),
+                )
+
+            deadline = time.monotonic() + 30
+            while creates() != (1, 1):
+                assert time.monotonic() < deadline, f"the provider batches were not created: {creates()}"
+                time.sleep(0.02)
+            if when == "submitted":
+                time.sleep(0.5)  # their answers are in; the batches run for 4 s
+            assert first.process is not None
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(timeout=10)
+            first.process = None
+            killed_at = time.monotonic()
+            second.start()
+            other = openai.OpenAI(base_url=second.base_url, api_key="unused", max_retries=0)
+            deadline = time.monotonic() + 60
+            while (done := other.batches.retrieve(batch.id)).status not in (
+                "completed",
+                "failed",
+                "cancelled",
+            ):
+                assert time.monotonic() < deadline, f"batch stuck at {done.request_counts} after the kill"
+                time.sleep(0.1)
+            finished_after = time.monotonic() - killed_at
+            assert done.status == "completed" and done.request_counts is not None
+            assert (done.request_counts.completed, done.request_counts.failed) == (lines, 0)
+            output = [
+                orjson.loads(x) for x in other.files.content(done.output_file_id or "").text.splitlines()
+            ]
+            assert [line["custom_id"] for line in output] == [f"line-{i}" for i in range(lines)]
+            assert creates() == (1, 1)  # neither provider got a second batch
+            live = [
+                r
+                for r in gpt.requests + claude.requests
+                if r.path in ("/v1/chat/completions", "/v1/messages")
+            ]
+            assert live == []
+            records = [entry for entry in second.audit_when(lines) if entry.get("batch_api")]
+            assert len(records) == lines and len({r["request_id"] for r in records}) == lines
+            cost = sum(r["cost_usd"] for r in records)
+            prices = {"gpt": (2, 8), "claude": (3, 15)}
+            micro = [
+                r["input_tokens"] * prices[r["backend"]][0] + r["output_tokens"] * prices[r["backend"]][1]
+                for r in records
+            ]
+            listed = sum(micro) / 1e6
+            print(f"{when}: SIGKILL, new sidecar done {finished_after:.1f}s later; 1 batch per provider; "
+                  f"{lines} lines once; cost ${cost:.6f} (list ${listed:.6f}); "
+                  f"{second.metric('llmroute_batch_lines_total', event='adopted'):.0f} submissions taken over")  # fmt: skip
+            assert (
+                abs(cost - sum(round(m / 2) for m in micro) / 1e6) < 1e-9
+            )  # each line at half its list price
+            assert second.metric("llmroute_batch_lines_total", event="adopted") == 2
+        finally:
+            if first.process is not None:
+                first.stop()
+            second.stop()

@@ -128,3 +128,46 @@ def test_a_logical_model_claimed_twice_is_a_problem() -> None:
     result = compile_config(namespace="team-a", routes=[chat, clone], secrets=res.secrets)
     assert result.included == ["team-a/chat"]
     assert "already served by route team-a/chat" in result.problems["team-a/chat-copy"][0]
+
+
+def test_provider_batch_apis_are_on_where_the_sidecar_has_one_unless_opted_out() -> None:
+    res = _examples()
+    chat = next(r for r in res.routes if r.metadata["name"] == "chat")
+    as_written = {
+        b.name: b
+        for b in compile_config(namespace="team-a", routes=[chat], secrets=res.secrets)
+        .config.routes[0]
+        .backends
+    }
+    assert as_written["gpt4o-us"].batch_api == pb.BATCH_API_PROVIDER
+    assert as_written["gpt4o-us"].pricing.batch_discount_percent == 50.0
+    assert as_written["claude-us"].batch_api == pb.BATCH_API_OFF  # batchApi: "off" in the example
+    backends = list(chat.spec.backends)
+    openai_index = next(i for i, b in enumerate(backends) if b.provider == "openai")
+    pricing = backends[openai_index].pricing
+    assert pricing is not None
+    backends[openai_index] = backends[openai_index].model_copy(
+        update={"pricing": pricing.model_copy(update={"batch_discount_percent": 40.0})}
+    )
+    anthropic_index = next(i for i, b in enumerate(backends) if b.provider == "anthropic")
+    backends[anthropic_index] = backends[anthropic_index].model_copy(update={"batch_api": "auto"})
+    route = chat.model_copy(update={"spec": chat.spec.model_copy(update={"backends": backends})})
+    result = compile_config(namespace="team-a", routes=[route], secrets=res.secrets)
+    assert result.problems == {}
+    compiled = {b.name: b for b in result.config.routes[0].backends}
+    gpt = compiled[backends[openai_index].name]
+    assert gpt.batch_api == pb.BATCH_API_PROVIDER and gpt.pricing.batch_discount_percent == 40.0
+    claude = compiled[backends[anthropic_index].name]
+    assert (
+        claude.batch_api == pb.BATCH_API_PROVIDER and claude.pricing.batch_discount_percent == 50.0
+    )  # default
+    for backend in compiled.values():
+        if backend.provider in (
+            pb.PROVIDER_BEDROCK,
+            pb.PROVIDER_GOOGLE,
+            pb.PROVIDER_COHERE,
+            pb.PROVIDER_OPENAI_COMPATIBLE,
+        ):
+            assert backend.batch_api == pb.BATCH_API_OFF and not backend.pricing.HasField(
+                "batch_discount_percent"
+            )

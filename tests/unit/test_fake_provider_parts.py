@@ -40,7 +40,15 @@ def test_fault_syntax() -> None:
     )
     assert parse_faults(str(spec)) == spec
     assert parse_faults("none").isolated
-    for bad in ("stauts=429", "status=200", "cut_after=-1", "latency_ms", "retry_after=soon", "hang=maybe"):
+    batch = parse_faults("batch_ms=300,batch_fail=2,batch_fail_status=529,batch_end=expired,batch_ack_ms=50")
+    assert batch == FaultSpec(
+        batch_ms=300, batch_fail=2, batch_fail_status=529, batch_end="expired", batch_ack_ms=50
+    )
+    assert parse_faults(str(batch)) == batch
+    for bad in (
+        "stauts=429", "status=200", "cut_after=-1", "latency_ms", "retry_after=soon", "hang=maybe",
+        "batch_end=sometime", "batch_fail_status=200", "batch_ms=-5",
+    ):  # fmt: skip
         with pytest.raises(FaultSyntaxError):
             parse_faults(bad)
 

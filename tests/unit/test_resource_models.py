@@ -99,6 +99,20 @@ def test_minimal_route_gets_defaults() -> None:
         ({"abuse": {"spikeFactor": 1}}, "greater than or equal to 1.5"),
         (
             {
+                "backends": [
+                    {
+                        "name": "a",
+                        "provider": "bedrock",
+                        "model": "m",
+                        "credentialsRef": {"name": "aws"},
+                        "pricing": {"inputPerMillion": 1, "outputPerMillion": 2, "batchDiscountPercent": 50},
+                    }
+                ]
+            },
+            "pricing.batchDiscountPercent applies only to openai, azure-openai and anthropic",
+        ),
+        (
+            {
                 "models": [
                     {
                         "name": "c",
@@ -129,6 +143,23 @@ def test_route_rules_refuse_with_field_names(overrides: dict[str, Any], message:
         ({"models": [{"name": "c", "split": [{"backend": "a", "weight": 101}]}]}, "split[0].weight"),
         ({"backends": [{"name": "Bad_Name", "provider": "openai", "model": "m"}]}, "backends[0].name"),
         ({"surprise": True}, "spec.surprise"),
+        (
+            {"backends": [{"name": "a", "provider": "openai", "model": "m", "batchApi": "always"}]},
+            "backends[0].batchApi",
+        ),
+        (
+            {
+                "backends": [
+                    {
+                        "name": "a",
+                        "provider": "openai",
+                        "model": "m",
+                        "pricing": {"inputPerMillion": 1, "outputPerMillion": 2, "batchDiscountPercent": 101},
+                    }
+                ]
+            },
+            "batchDiscountPercent",
+        ),
         (
             {"backends": [{"name": "a", "provider": "openai", "model": "m", "contextWindow": "big"}]},
             "contextWindow",

@@ -21,6 +21,8 @@ from .cel import rule, rules
 from .common import Condition, DnsLabel, Duration, ResourceModel, parse_duration
 
 __all__ = [
+    "BATCH_API_PROVIDERS",
+    "DEFAULT_BATCH_DISCOUNT_PERCENT",
     "ArmStatus",
     "ArmTotals",
     "Audit",
@@ -60,6 +62,11 @@ __all__ = [
 Provider = Literal["openai", "azure-openai", "anthropic", "google", "bedrock", "cohere", "openai-compatible"]
 Strategy = Literal["fallback", "weighted", "cost", "latency", "complexity"]
 Tier = Literal["small", "medium", "large"]
+BatchApi = Literal["auto", "off"]
+#: Providers whose own batch API the sidecar uses for batch lines (backends[].batchApi: auto).
+BATCH_API_PROVIDERS = ("openai", "azure-openai", "anthropic")
+#: Percent off that OpenAI, Azure OpenAI (Global Batch) and Anthropic publish for batch requests.
+DEFAULT_BATCH_DISCOUNT_PERCENT = 50.0
 RetryOn = Literal["429", "5xx", "connect", "timeout", "reset"]
 PiiType = Literal["email", "phone", "credit_card", "ssn", "iban", "ip"]
 Region = str
@@ -333,6 +340,16 @@ class Pricing(ResourceModel):
         ge=0,
         description="USD per million cached input tokens, where the provider discounts them.",
     )
+    batch_discount_percent: float | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description=(
+            "Percent off every token price for batch lines the provider's own batch API runs "
+            "(batchApi: auto on openai, azure-openai or anthropic); defaults to 50, what those providers "
+            "publish. Budgets and usage records count those lines at the discounted price."
+        ),
+    )
 
 
 class Capabilities(ResourceModel):
@@ -375,6 +392,13 @@ class Backend(ResourceModel):
                 "!(self.provider in ['azure-openai', 'openai-compatible']) || has(self.endpoint)",
                 "backends[].endpoint is required for azure-openai and openai-compatible",
                 field_path=".endpoint",
+            ),
+            rule(
+                "!has(self.pricing) || !has(self.pricing.batchDiscountPercent) || "
+                "self.provider in ['openai', 'azure-openai', 'anthropic']",
+                "backends[].pricing.batchDiscountPercent applies only to openai, azure-openai and anthropic, "
+                "whose batch APIs the sidecar uses",
+                field_path=".pricing.batchDiscountPercent",
             ),
         )
     }
@@ -439,6 +463,17 @@ class Backend(ResourceModel):
     azure: AzureOptions | None = Field(
         default=None, description="Azure OpenAI options (deployment, api-version)."
     )
+    batch_api: BatchApi = Field(
+        default="auto",
+        description=(
+            "How batch lines (the sidecar's OpenAI Files and Batches API) routed to this backend reach the "
+            "provider. auto: through the provider's own batch API where the sidecar has one (OpenAI and "
+            "Azure OpenAI Batch, Anthropic Message Batches), at pricing.batchDiscountPercent off; the "
+            "sidecar submits the lines, polls and writes the answers into the batch's output file. Other "
+            "providers (Bedrock and Vertex batch need S3 or GCS) run the lines live. off: always live calls "
+            "at the batch tier, at the list price (e.g. for a deployment without batch quota)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Backend:
@@ -446,6 +481,15 @@ class Backend(ResourceModel):
             raise ValueError(f"backends[{self.name}].credentialsRef is required for provider {self.provider}")
         if self.provider in ("azure-openai", "openai-compatible") and self.endpoint is None:
             raise ValueError(f"backends[{self.name}].endpoint is required for provider {self.provider}")
+        if (
+            self.pricing is not None
+            and self.pricing.batch_discount_percent is not None
+            and self.provider not in BATCH_API_PROVIDERS
+        ):
+            raise ValueError(
+                f"backends[{self.name}].pricing.batchDiscountPercent applies only to openai, azure-openai "
+                f"and anthropic, whose batch APIs the sidecar uses (not {self.provider})"
+            )
         return self
 
 

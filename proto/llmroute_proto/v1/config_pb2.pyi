@@ -310,6 +310,34 @@ TIER_LARGE: Tier.ValueType  # 3
 """The largest, most capable models."""
 Global___Tier: _TypeAlias = Tier  # noqa: Y015
 
+class _BatchApi:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BatchApiEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BatchApi.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BATCH_API_UNSPECIFIED: _BatchApi.ValueType  # 0
+    """Not set; treated as OFF (configs from before provider batch APIs)."""
+    BATCH_API_PROVIDER: _BatchApi.ValueType  # 1
+    """The provider's own batch API (OpenAI and Azure OpenAI Batch, Anthropic Message Batches), at
+    its discount (Pricing.batch_discount_percent); the sidecar submits, polls and collects.
+    """
+    BATCH_API_OFF: _BatchApi.ValueType  # 2
+    """Live calls at the batch tier, at the list price."""
+
+class BatchApi(_BatchApi, metaclass=_BatchApiEnumTypeWrapper):
+    """How batch lines routed to a backend reach its provider."""
+
+BATCH_API_UNSPECIFIED: BatchApi.ValueType  # 0
+"""Not set; treated as OFF (configs from before provider batch APIs)."""
+BATCH_API_PROVIDER: BatchApi.ValueType  # 1
+"""The provider's own batch API (OpenAI and Azure OpenAI Batch, Anthropic Message Batches), at
+its discount (Pricing.batch_discount_percent); the sidecar submits, polls and collects.
+"""
+BATCH_API_OFF: BatchApi.ValueType  # 2
+"""Live calls at the batch tier, at the list price."""
+Global___BatchApi: _TypeAlias = BatchApi  # noqa: Y015
+
 class _BudgetState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1361,6 +1389,7 @@ class Backend(_message.Message):
     AZURE_OPENAI_FIELD_NUMBER: _builtins.int
     BEDROCK_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    BATCH_API_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Unique within the RouterConfig; every reference to a backend uses it. Reported in the
     x-llmroute-backend response header.
@@ -1383,6 +1412,8 @@ class Backend(_message.Message):
     """Size class of the model."""
     max_concurrency: _builtins.int
     """Maximum requests this sidecar sends to the backend at once. 0: unlimited."""
+    batch_api: Global___BatchApi.ValueType
+    """How batch lines (the sidecar's Files and Batches API) routed to this backend are sent."""
     @_builtins.property
     def pricing(self) -> Global___Pricing:
         """Prices used for cost strategies, budgets and usage records."""
@@ -1415,10 +1446,11 @@ class Backend(_message.Message):
         azure_openai: Global___AzureOpenAIOptions | None = ...,
         bedrock: Global___BedrockOptions | None = ...,
         capabilities: Global___Capabilities | None = ...,
+        batch_api: Global___BatchApi.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "bedrock", b"bedrock", "capabilities", b"capabilities", "options", b"options", "pricing", b"pricing"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "bedrock", b"bedrock", "capabilities", b"capabilities", "context_window", b"context_window", "credential_id", b"credential_id", "endpoint", b"endpoint", "max_concurrency", b"max_concurrency", "model", b"model", "name", b"name", "options", b"options", "pricing", b"pricing", "provider", b"provider", "region", b"region", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["azure_openai", b"azure_openai", "batch_api", b"batch_api", "bedrock", b"bedrock", "capabilities", b"capabilities", "context_window", b"context_window", "credential_id", b"credential_id", "endpoint", b"endpoint", "max_concurrency", b"max_concurrency", "model", b"model", "name", b"name", "options", b"options", "pricing", b"pricing", "provider", b"provider", "region", b"region", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_options: _TypeAlias = _typing.Literal["azure_openai", "bedrock"]  # noqa: Y015
     _WhichOneofArgType_options: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
@@ -1473,25 +1505,36 @@ class Pricing(_message.Message):
     INPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
     OUTPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_PER_MILLION_FIELD_NUMBER: _builtins.int
+    BATCH_DISCOUNT_PERCENT_FIELD_NUMBER: _builtins.int
     input_per_million: _builtins.float
     """USD per million input (prompt) tokens."""
     output_per_million: _builtins.float
     """USD per million output (completion) tokens."""
     cached_input_per_million: _builtins.float
     """USD per million cached input tokens, where the provider discounts them; unset: input price."""
+    batch_discount_percent: _builtins.float
+    """Percent off every token price for requests the provider's batch API ran (BATCH_API_PROVIDER).
+    Unset: 50, what OpenAI, Azure OpenAI and Anthropic publish.
+    """
     def __init__(
         self,
         *,
         input_per_million: _builtins.float = ...,
         output_per_million: _builtins.float = ...,
         cached_input_per_million: _builtins.float | None = ...,
+        batch_discount_percent: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cached_input_per_million", b"_cached_input_per_million", "cached_input_per_million", b"cached_input_per_million"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_batch_discount_percent", b"_batch_discount_percent", "_cached_input_per_million", b"_cached_input_per_million", "batch_discount_percent", b"batch_discount_percent", "cached_input_per_million", b"cached_input_per_million"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cached_input_per_million", b"_cached_input_per_million", "cached_input_per_million", b"cached_input_per_million", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_batch_discount_percent", b"_batch_discount_percent", "_cached_input_per_million", b"_cached_input_per_million", "batch_discount_percent", b"batch_discount_percent", "cached_input_per_million", b"cached_input_per_million", "input_per_million", b"input_per_million", "output_per_million", b"output_per_million"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__batch_discount_percent: _TypeAlias = _typing.Literal["batch_discount_percent"]  # noqa: Y015
+    _WhichOneofArgType__batch_discount_percent: _TypeAlias = _typing.Literal["_batch_discount_percent", b"_batch_discount_percent"]  # noqa: Y015
     _WhichOneofReturnType__cached_input_per_million: _TypeAlias = _typing.Literal["cached_input_per_million"]  # noqa: Y015
     _WhichOneofArgType__cached_input_per_million: _TypeAlias = _typing.Literal["_cached_input_per_million", b"_cached_input_per_million"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__batch_discount_percent) -> _WhichOneofReturnType__batch_discount_percent | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_per_million) -> _WhichOneofReturnType__cached_input_per_million | None: ...
 
 Global___Pricing: _TypeAlias = Pricing  # noqa: Y015

@@ -163,6 +163,8 @@ class UsageRecord(_message.Message):
     FEEDBACK_SCORE_FIELD_NUMBER: _builtins.int
     FEEDBACK_LABEL_FIELD_NUMBER: _builtins.int
     ABUSE_BLOCK_FIELD_NUMBER: _builtins.int
+    BATCH_API_FIELD_NUMBER: _builtins.int
+    BATCH_DISCOUNT_PERCENT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Unique id of the request (the sidecar's request id); the second de-duplication key."""
     route: _builtins.str
@@ -217,6 +219,14 @@ class UsageRecord(_message.Message):
     """Feedback only: the score the application gave, as sent (the experiment averages it)."""
     feedback_label: _builtins.str
     """Feedback only: the optional label sent with the score, at most 64 characters."""
+    batch_api: _builtins.str
+    """A batch line the provider's own batch API ran instead of a live call: that API's provider
+    ("openai", "azure-openai" or "anthropic"). Empty for every other request.
+    """
+    batch_discount_percent: _builtins.float
+    """With batch_api: the discount it gave, in percent off the backend's token prices.
+    cost_micro_usd is already the discounted cost.
+    """
     @_builtins.property
     def started_at(self) -> _timestamp_pb2.Timestamp:
         """When the sidecar received the request."""
@@ -269,10 +279,12 @@ class UsageRecord(_message.Message):
         feedback_score: _builtins.float = ...,
         feedback_label: _builtins.str = ...,
         abuse_block: Global___AbuseBlock | None = ...,
+        batch_api: _builtins.str = ...,
+        batch_discount_percent: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["abuse_block", b"abuse_block", "latency", b"latency", "started_at", b"started_at", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abuse_block", b"abuse_block", "attempts", b"attempts", "backend", b"backend", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "experiment_arm", b"experiment_arm", "feedback_label", b"feedback_label", "feedback_score", b"feedback_score", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "response_id", b"response_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abuse_block", b"abuse_block", "attempts", b"attempts", "backend", b"backend", "batch_api", b"batch_api", "batch_discount_percent", b"batch_discount_percent", "budgets", b"budgets", "cache", b"cache", "cached_tokens", b"cached_tokens", "config_version", b"config_version", "cost_micro_usd", b"cost_micro_usd", "estimated", b"estimated", "experiment_arm", b"experiment_arm", "feedback_label", b"feedback_label", "feedback_score", b"feedback_score", "http_status", b"http_status", "input_tokens", b"input_tokens", "latency", b"latency", "logical_model", b"logical_model", "model", b"model", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "region", b"region", "request_id", b"request_id", "response_id", b"response_id", "route", b"route", "started_at", b"started_at", "tenant", b"tenant", "time_to_first_token", b"time_to_first_token", "user", b"user", "user_raw", b"user_raw", "user_sha256", b"user_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_user: _TypeAlias = _typing.Literal["user_raw", "user_sha256"]  # noqa: Y015
     _WhichOneofArgType_user: _TypeAlias = _typing.Literal["user", b"user"]  # noqa: Y015

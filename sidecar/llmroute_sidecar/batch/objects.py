@@ -33,6 +33,7 @@ __all__ = [
     "batch_request",
     "check_purpose",
     "error_line",
+    "expired_line",
     "file_object",
     "output_line",
     "parse_input",
@@ -256,6 +257,22 @@ def error_line(line: InputLine, result: LineResult, reason: str) -> bytes:
             "custom_id": line.custom_id,
             "response": {"status_code": result.status, "request_id": result.request_id, "body": result.body},
             "error": {"code": code, "message": f"{message} ({reason} after {result.attempts} attempts)"},
+        }
+    )
+
+
+def expired_line(line: InputLine) -> bytes:
+    """A line of the error file for a request the batch's completion window ran out on, as
+    OpenAI writes it."""
+    return orjson.dumps(
+        {
+            "id": f"batch_req_{new_id()[:24]}",
+            "custom_id": line.custom_id,
+            "response": None,
+            "error": {
+                "code": "batch_expired",
+                "message": "This request could not be executed before the completion window expired.",
+            },
         }
     )
 

@@ -6,17 +6,19 @@ Neighbours: ``worker.py`` calls the :data:`RunLine` built here; ``service.py`` r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..load import BATCH_TIER
 from ..openai_api.errors import ApiError, bad_request
 from ..openai_api.validate import parse_chat, parse_embeddings
-from ..service import Hints, RouterService
+from ..service import Hints, RouteMeta, RouterService
 from .objects import InputLine, LineResult
 from .store import BatchInfo
-from .worker import RunLine
 
-__all__ = ["service_runner"]
+if TYPE_CHECKING:
+    from .worker import RunLine
+
+__all__ = ["answered", "service_runner"]
 
 
 def _tokens(response: dict[str, Any]) -> tuple[int, int]:
@@ -40,8 +42,13 @@ def service_runner(service: RouterService) -> RunLine:
                 response, meta = await service.chat(body, hints)
         except ApiError as exc:
             return LineResult(exc.status, exc.payload(), request_id, attempt)
-        inputs, outputs = _tokens(response)
-        cost = round((meta.cost_usd or 0.0) * 1e6)
-        return LineResult(200, response, request_id, attempt, inputs, outputs, cost)
+        return answered(response, meta, request_id, attempt)
 
     return run
+
+
+def answered(response: dict[str, Any], meta: RouteMeta, request_id: str, attempt: int) -> LineResult:
+    """A line the router answered, with its tokens and what it cost."""
+    inputs, outputs = _tokens(response)
+    cost = round((meta.cost_usd or 0.0) * 1e6)
+    return LineResult(200, response, request_id, attempt, inputs, outputs, cost)

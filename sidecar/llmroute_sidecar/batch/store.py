@@ -45,19 +45,26 @@ Fields = dict[Any, bytes | str | int]  # a Redis hash as written
 Kind = Literal["out", "err", "skip"]
 GROUP = "workers"
 _COUNTER = {"out": "completed", "err": "failed", "skip": "skipped"}
+_SHOWN = {"expiring": "finalizing"}  # the window ran out; unrun lines are being written off
+_ENDS = {"cancelling": ("cancelled", "cancelled_at"), "expiring": ("expired", "expired_at")}
 _FINALIZE_LOCK_SECONDS = 120
 _DONE_TTL_SECONDS = 7 * 86400
 
 # KEYS: done hash, kind hash, batch hash. ARGV: index, kind, line, counter, input, output, cost.
+# Returns the counts after it, and 1 if this call took the record.
 _RECORD = """
+local taken = 0
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[1], ARGV[3]) end
   redis.call('HINCRBY', KEYS[3], ARGV[4], 1)
   redis.call('HINCRBY', KEYS[3], 'input_tokens', ARGV[5])
   redis.call('HINCRBY', KEYS[3], 'output_tokens', ARGV[6])
   redis.call('HINCRBY', KEYS[3], 'cost_micro_usd', ARGV[7])
+  taken = 1
 end
-return redis.call('HMGET', KEYS[3], 'completed', 'failed', 'skipped', 'total', 'status')
+local counts = redis.call('HMGET', KEYS[3], 'completed', 'failed', 'skipped', 'total', 'status')
+counts[6] = taken
+return counts
 """
 
 
@@ -76,11 +83,13 @@ class Counts:
 
 @dataclass(frozen=True)
 class Claimed:
-    """A stream entry a worker holds: line ``index`` of ``batch_id``."""
+    """A stream entry a worker holds: line ``index`` of ``batch_id``; ``live``: it came back from
+    a provider batch (``provider_poller.py``) and runs live."""
 
     entry_id: str
     batch_id: str
     index: int
+    live: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,10 +113,16 @@ def _int(value: object) -> int:
 
 class BatchStore:
     def __init__(
-        self, redis: redis.asyncio.Redis, scope: str, *, retention_seconds: float = 30 * 86400
+        self,
+        redis: redis.asyncio.Redis,
+        scope: str,
+        *,
+        retention_seconds: float = 30 * 86400,
+        window_seconds: float | None = None,
     ) -> None:
         self.redis = redis
         self.retention = max(1, int(retention_seconds))
+        self.window = max(1, int(window_seconds)) if window_seconds else None  # tests: not the API's 24h
         self.prefix = f"llmroute:batch:{scope}:"
         self.stream = self.prefix + "lines"
         self._record = redis.register_script(_RECORD)
@@ -221,7 +236,7 @@ class BatchStore:
             "input_file_id": request.input_file_id,
             "completion_window": request.completion_window,
             "created_at": created,
-            "expires_at": created + COMPLETION_WINDOW_SECONDS[request.completion_window],
+            "expires_at": created + (self.window or COMPLETION_WINDOW_SECONDS[request.completion_window]),
             "metadata": orjson.dumps(request.metadata),
             "model": str(lines[0].body["model"]) if lines else "",
             "tenant": tenant,
@@ -286,7 +301,7 @@ class BatchStore:
         fields = await self._fields(batch_id)
         if fields is None or fields.get("tenant", "") != tenant:
             return None
-        if fields.get("status") not in TERMINAL and fields.get("status") != "cancelling":
+        if fields.get("status") not in TERMINAL and fields.get("status") not in ("cancelling", "expiring"):
             moment = now()
             await self.redis.hset(
                 self._batch_key(batch_id), mapping={"status": "cancelling", "cancelling_at": moment}
@@ -313,7 +328,7 @@ class BatchStore:
             "errors": {"object": "list", "data": orjson.loads(errors)} if errors else None,
             "input_file_id": _text(fields["input_file_id"]),
             "completion_window": _text(fields["completion_window"]),
-            "status": _text(fields["status"]),
+            "status": _SHOWN.get(_text(fields["status"]), _text(fields["status"])),
             "output_file_id": _text(fields.get("output_file_id")) or None,
             "error_file_id": _text(fields.get("error_file_id")) or None,
             "created_at": _int(fields["created_at"]),
@@ -363,7 +378,9 @@ class BatchStore:
             if not values:  # deleted meanwhile
                 continue
             fields = {_text(k): _text(v) for k, v in values.items()}
-            out.append(Claimed(_text(entry_id), fields.get("b", ""), _int(fields.get("i"))))
+            out.append(
+                Claimed(_text(entry_id), fields.get("b", ""), _int(fields.get("i")), fields.get("l") == "1")
+            )
         return out
 
     async def read(self, consumer: str, count: int, block_ms: int) -> list[Claimed]:
@@ -430,8 +447,20 @@ class BatchStore:
             keys=[key + ":done", f"{key}:{kind}", key],
             args=[index, kind, line, _COUNTER[kind], input_tokens, output_tokens, cost_micro_usd],
         )
-        completed, failed, skipped, total, status = reply
+        completed, failed, skipped, total, status = reply[:5]
         return Counts(_int(completed), _int(failed), _int(skipped), _int(total), _text(status))
+
+    async def record_many(self, batch_id: str, lines: list[tuple[int, Kind, bytes]]) -> int:
+        """Several lines' ends at once (each once, as :meth:`record`); how many this call took."""
+        key = self._batch_key(batch_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index, kind, line in lines:
+                await self._record(
+                    keys=[key + ":done", f"{key}:{kind}", key], args=[index, kind, line, _COUNTER[kind], 0, 0, 0],
+                    client=pipe,
+                )  # fmt: skip
+            replies = await pipe.execute()
+        return sum(1 for reply in replies if _int(reply[5]) == 1)
 
     async def counts(self, batch_id: str) -> Counts:
         completed, failed, skipped, total, status = await self.redis.hmget(
@@ -474,17 +503,15 @@ class BatchStore:
                 expires=True,
             )
             update[field] = file_id
-        cancelled = counts.status == "cancelling"
-        update |= {
-            "status": "cancelled" if cancelled else "completed",
-            ("cancelled_at" if cancelled else "completed_at"): moment,
-        }
+        status, stamp = _ENDS.get(counts.status, ("completed", "completed_at"))
+        update |= {"status": status, stamp: moment}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=update)
             pipe.srem(self.prefix + "active", batch_id)
             pipe.delete(
-                key + ":in", key + ":tries", key + ":out", key + ":err", key + ":skip", key + ":final"
-            )
+                key + ":in", key + ":tries", key + ":out", key + ":err", key + ":skip", key + ":final",
+                key + ":assigned",
+            )  # fmt: skip
             pipe.expire(key + ":done", _DONE_TTL_SECONDS)  # still ignores a straggler's late record
             pipe.expire(key, self.retention)
             await pipe.execute()

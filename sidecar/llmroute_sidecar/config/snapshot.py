@@ -30,6 +30,12 @@ _PROVIDER_NAMES = {
 }
 
 
+# Providers whose batch API the sidecar speaks (batch/provider_client.py); the compiler only asks for
+# these, and a config that asks for another runs its lines live.
+_BATCH_API_PROVIDERS = frozenset({"openai", "azure-openai", "anthropic"})
+_DEFAULT_BATCH_DISCOUNT = 50.0
+
+
 class ConfigError(ValueError):
     """A config the sidecar refuses to run; the message says what is wrong."""
 
@@ -50,6 +56,9 @@ class BackendEntry:
     max_concurrency: int
     capabilities: pb.Capabilities
     cached_input_per_million: float | None = None  # None: cached input tokens cost the input price
+    # Batch lines routed here go through the provider's own batch API (batch/), at this discount.
+    batch_api: bool = False
+    batch_discount_percent: float = 0.0
 
     def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (
@@ -222,5 +231,11 @@ def _backend(
             backend.pricing.cached_input_per_million
             if backend.pricing.HasField("cached_input_per_million")
             else None
+        ),
+        batch_api=backend.batch_api == pb.BATCH_API_PROVIDER and provider in _BATCH_API_PROVIDERS,
+        batch_discount_percent=(
+            min(100.0, max(0.0, backend.pricing.batch_discount_percent))
+            if backend.pricing.HasField("batch_discount_percent")
+            else _DEFAULT_BATCH_DISCOUNT
         ),
     )
