@@ -50,6 +50,10 @@ CASES: list[tuple[str, list[tuple[str, str]]]] = [
         "reach me on +44 20 7946 0958 4111 1111 1111 1111",
         [("phone", "+44 20 7946 0958"), ("credit_card", "4111 1111 1111 1111")],
     ),
+    (  # found by Hypothesis: the longest valid prefix ran into the SSN and the phone was lost
+        "+1 (415) 555-0132 0 123-45-6789",
+        [("phone", "+1 (415) 555-0132 0"), ("ssn", "123-45-6789")],
+    ),
     ("card 4111-1111-1111-1111", [("credit_card", "4111-1111-1111-1111")]),
     ("card 4111111111111111", [("credit_card", "4111111111111111")]),
     ("amex 3782 822463 10005", [("credit_card", "3782 822463 10005")]),

@@ -180,14 +180,22 @@ def _ips(scan: _Scan) -> Iterator[_Span]:
 
 
 def _phones(scan: _Scan) -> Iterator[_Span]:
+    shapes: list[int] | None = None  # where card-, IBAN- and SSN-shaped candidates start
     for match in scan.matches(_PHONE):
         candidate = match.group()
         if candidate[0] == "+":
             # The groups repeat greedily, so a number followed by other digits (a card number, a
             # count) is one long candidate: take the longest prefix, at a group boundary, that is a
-            # valid number, so "+44 20 7946 0958 4111 1111 1111 1111" still finds the phone.
+            # valid number, so "+44 20 7946 0958 4111 1111 1111 1111" still finds the phone. The
+            # prefix must end before any card, IBAN or SSN shape that starts inside the candidate
+            # ("+1 (415) 555-0132 0 123-45-6789"): a prefix into it would be dropped as overlapping,
+            # and the phone with it.
             start = match.start()
-            for cut in reversed([m.start() for m in _GROUP_BREAK.finditer(candidate)] + [len(candidate)]):
+            if shapes is None:
+                shapes = sorted(span[0] for span in _shapes(scan))
+            limit = min((s for s in shapes if start < s < match.end()), default=match.end()) - start
+            cuts = [m.start() for m in _GROUP_BREAK.finditer(candidate)] + [len(candidate)]
+            for cut in reversed([c for c in cuts if c <= limit]):
                 # A "(0)" is the national trunk prefix written beside the country code: not dialled.
                 digits = _NON_DIGITS.sub("", candidate[:cut].replace("(0)", ""))
                 if phone_digits_valid(digits, international=True):
