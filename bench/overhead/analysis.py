@@ -28,8 +28,8 @@ __all__ = [
     "summarize",
 ]
 
-TARGETS = ("direct", "passthrough", "sidecar-aiohttp", "sidecar-httpx")
-SIDECARS = ("sidecar-aiohttp", "sidecar-httpx")
+TARGETS = ("direct", "passthrough", "sidecar-httptools", "sidecar-aiohttp", "sidecar-httpx")
+SIDECARS = ("sidecar-httptools", "sidecar-aiohttp", "sidecar-httpx")
 # Quantiles kept for the CDF plot: every 0.1% up to 99.9%, then the far tail.
 CURVE_Q = [i / 1000 for i in range(1, 1000)] + [0.9995, 0.9999, 1.0]
 Json = dict[str, Any]

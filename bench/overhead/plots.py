@@ -22,6 +22,7 @@ Json = dict[str, Any]
 COLORS = {
     "direct": "#7f7f7f",
     "passthrough": "#1f77b4",
+    "sidecar-httptools": "#9467bd",
     "sidecar-aiohttp": "#2ca02c",
     "sidecar-httpx": "#d62728",
 }

@@ -2,9 +2,9 @@
 
 One run starts, on loopback only:
   - the fast mock upstream (``mock.py``) on core 0, beside this process (the load generator);
-  - on core 1: the bare aiohttp+uvloop passthrough (``passthrough.py``) and two sidecars, one with
-    the aiohttp upstream client and one with httpx (``LLMROUTE_UPSTREAM_CLIENT``), from the same
-    standalone LLMRoute (one ``openai-compatible`` backend: the mock).
+  - on core 1: the bare aiohttp+uvloop passthrough (``passthrough.py``) and three sidecars, one per
+    upstream client (``LLMROUTE_UPSTREAM_CLIENT``): httptools (the default), aiohttp and httpx, from
+    the same standalone LLMRoute (one ``openai-compatible`` backend: the mock).
 Then, in rounds that rotate the order of the targets (so noise hits all of them alike), it runs
 closed-loop non-streaming load at each concurrency against direct / passthrough / both sidecars;
 then 50 concurrent streams per target (time to first token); then one wave of many concurrent
@@ -156,7 +156,7 @@ class Bench:
         )
         config = workdir / "route.yaml"
         config.write_text(ROUTE.format(port=mock_port))
-        for client in ("aiohttp", "httpx"):
+        for client in ("httptools", "aiohttp", "httpx"):
             port = free_port()
             argv = [
                 "-m", "bench.overhead.sidecar_proc", "--config", str(config),
@@ -385,7 +385,7 @@ def _rotation(targets: list[str], rnd: int) -> list[str]:
 
 async def _run(plan: Plan, workdir: Path, progress: Progress, fleet: Fleet) -> Json:
     bench = Bench(plan, fleet, progress)
-    progress.note("starting mock (core 0), passthrough and two sidecars (core 1)")
+    progress.note("starting mock (core 0), passthrough and three sidecars (core 1)")
     await bench.start(workdir)
     targets = list(analysis.TARGETS)
     for rnd in range(plan.rounds):
@@ -395,7 +395,7 @@ async def _run(plan: Plan, workdir: Path, progress: Progress, fleet: Fleet) -> J
     # Profiles after the non-streaming rounds: the state of a sidecar that has served ~10^5 requests.
     profiles: Json = {}
     if plan.profile_seconds:
-        for target in ("passthrough", "sidecar-aiohttp", "sidecar-httpx"):
+        for target in ("passthrough", *analysis.SIDECARS):
             profiles[target] = await profile.record(
                 bench.server_pid(target), bench._port(target), seconds=plan.profile_seconds, core=LOAD_CORE
             )
@@ -428,7 +428,7 @@ async def _run(plan: Plan, workdir: Path, progress: Progress, fleet: Fleet) -> J
 
 def _versions() -> Json:
     out: Json = {"python": platform.python_version()}
-    for name in ("aiohttp", "httpx", "httpcore", "uvloop", "orjson", "llmroute"):
+    for name in ("aiohttp", "httptools", "httpx", "httpcore", "uvloop", "orjson", "llmroute"):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -460,8 +460,13 @@ def _cpu_model() -> str:
 
 
 def _steps(plan: Plan) -> int:
-    steps = plan.rounds * len(plan.concurrency) * 4 + plan.stream_rounds * 4
-    return steps + (4 if plan.many_streams else 0) + (3 if plan.profile_seconds else 0)
+    targets = len(analysis.TARGETS)
+    steps = plan.rounds * len(plan.concurrency) * targets + plan.stream_rounds * targets
+    return (
+        steps
+        + (targets if plan.many_streams else 0)
+        + (len(analysis.SIDECARS) + 1 if plan.profile_seconds else 0)
+    )
 
 
 def pool_curves(segments: list[Json]) -> Json:
