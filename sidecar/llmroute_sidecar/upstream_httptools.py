@@ -191,13 +191,17 @@ class _Connection(asyncio.Protocol):
                 return data
             if self.complete:
                 return None
-            if self.lost is not None:
-                raise self.lost
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+            await self.more()
+
+    async def more(self) -> None:
+        """Wait for more of the answer (a piece of body, its end, or the connection's loss)."""
+        if self.lost is not None:
+            raise self.lost
+        self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
 
 
 class _Decoder:
@@ -236,13 +240,7 @@ class _Response:
     async def read(self) -> bytes:
         conn = self._conn
         while not conn.complete:
-            if conn.lost is not None:
-                raise conn.lost
-            conn.waiter = asyncio.get_running_loop().create_future()
-            try:
-                await conn.waiter
-            finally:
-                conn.waiter = None
+            await conn.more()
         data = b"".join(conn.chunks)
         conn.chunks.clear()
         conn.buffered = 0
