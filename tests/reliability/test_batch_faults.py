@@ -317,7 +317,7 @@ def test_a_sidecar_killed_mid_provider_batch_loses_no_line_and_submits_none_twic
                 if r.path in ("/v1/chat/completions", "/v1/messages")
             ]
             assert live == []
-            records = [entry for entry in second.audit_when(lines) if entry.get("batch_api")]
+            records = second.audit_when(lines, where=lambda entry: bool(entry.get("batch_api")))
             assert len(records) == lines and len({r["request_id"] for r in records}) == lines
             cost = sum(r["cost_usd"] for r in records)
             prices = {"gpt": (2, 8), "claude": (3, 15)}

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -266,11 +266,35 @@ class SidecarProcess:
         lines = self.audit_path.read_bytes().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
-    def audit_when(self, count: int, *, timeout: float = 10.0) -> list[dict[str, Any]]:
-        """The audit lines once at least ``count`` are written (a stream that broke is accounted
-        just after its error event reached the app, so the last lines may lag a little)."""
-        lines = poll(lambda: lines if len(lines := self.audit()) >= count else None, timeout=timeout)
+    def audit_of(self, request_ids: Iterable[str], *, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The audit lines once each of ``request_ids`` has one (the log is flushed every 0.1 s, and
+        a broken stream is accounted just after its error event reached the app)."""
+        wanted = set(request_ids)
+
+        def written() -> list[dict[str, Any]] | None:
+            lines = self.audit()
+            return lines if wanted <= {line.get("request_id") for line in lines} else None
+
+        lines = poll(written, timeout=timeout)
         return lines if lines is not None else self.audit()
+
+    def audit_when(
+        self,
+        count: int,
+        *,
+        where: Callable[[dict[str, Any]], bool] = lambda _line: True,
+        timeout: float = 10.0,
+    ) -> list[dict[str, Any]]:
+        """The audit lines ``where`` says, once at least ``count`` of them are written (the log is
+        flushed every 0.1 s; a stream that broke is accounted just after its error event reached the
+        app, so the last lines may lag a little)."""
+
+        def written() -> list[dict[str, Any]] | None:
+            lines = [line for line in self.audit() if where(line)]
+            return lines if len(lines) >= count else None
+
+        lines = poll(written, timeout=timeout)
+        return lines if lines is not None else [line for line in self.audit() if where(line)]
 
     def __enter__(self) -> SidecarProcess:
         self.start()
