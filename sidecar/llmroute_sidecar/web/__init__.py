@@ -1,0 +1,54 @@
+"""The sidecar's own HTTP/1.1 server, on httptools' parser: for the app-facing front and admin.
+
+aiohttp's server cost ~40 µs of CPU per request here and its import ~16 MB of RSS; the sidecar
+needs a small part of it. This package keeps that part with aiohttp's shapes (``Application``,
+``app.router.add_post``, ``AppKey``, middlewares, ``Request``/``Response``/``StreamResponse``), so
+the handlers read as before. Modules: ``protocol.py`` (a connection), ``server.py`` (listen, stop),
+``request.py``, ``response.py``, ``headers.py``, ``router.py``, ``app.py``, ``errors.py``,
+``multipart.py`` (form uploads), ``types.py``.
+"""
+
+from .app import AppKey, Application, plain_error
+from .errors import (
+    HTTPBadRequest,
+    HTTPError,
+    HTTPHeaderFieldsTooLarge,
+    HTTPInternalError,
+    HTTPMethodNotAllowed,
+    HTTPNotFound,
+    HTTPRequestEntityTooLarge,
+    HTTPURITooLong,
+)
+from .headers import Headers, ResponseHeaders
+from .protocol import Limits
+from .request import Request, RequestKey
+from .response import Response, StreamResponse
+from .router import Router
+from .server import Server
+from .types import ErrorRenderer, Handler, Middleware
+
+__all__ = [
+    "AppKey",
+    "Application",
+    "ErrorRenderer",
+    "HTTPBadRequest",
+    "HTTPError",
+    "HTTPHeaderFieldsTooLarge",
+    "HTTPInternalError",
+    "HTTPMethodNotAllowed",
+    "HTTPNotFound",
+    "HTTPRequestEntityTooLarge",
+    "HTTPURITooLong",
+    "Handler",
+    "Headers",
+    "Limits",
+    "Middleware",
+    "Request",
+    "RequestKey",
+    "Response",
+    "ResponseHeaders",
+    "Router",
+    "Server",
+    "StreamResponse",
+    "plain_error",
+]
