@@ -83,7 +83,16 @@ def request_id(request: web.Request) -> str:
 
 
 def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault("x-request-id", request_id(request))
+    response.headers["x-request-id"] = request_id(request)
+
+
+def _render_refusal(error: web.HTTPError) -> web.Response:
+    """What the server refuses before a request exists (a malformed or oversized head) is an
+    OpenAI error too, and carries a request id like every other answer (where a request exists,
+    the response hook above replaces it with the request's)."""
+    response = render_http_error(error)
+    response.headers.setdefault("x-request-id", new_id())
+    return response
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -213,7 +222,7 @@ async def model(request: web.Request) -> web.Response:
 def make_http_app(
     service: RouterService, *, max_body: int = DEFAULT_MAX_BODY, batches: BatchStore | None = None
 ) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=max_body, error_renderer=render_http_error)
+    app = web.Application(middlewares=[_errors], client_max_size=max_body, error_renderer=_render_refusal)
     app[SERVICE] = service
     app.on_response_prepare.append(_echo_request_id)
     app.router.add_post("/v1/chat/completions", chat_completions)

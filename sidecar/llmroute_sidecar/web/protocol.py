@@ -206,8 +206,10 @@ class HttpProtocol(asyncio.Protocol):
         # answered still gets its answer (keep the transport open for writing), then we close.
         self._closing = True
         self._eof = True
-        if self._parsing is not None:
-            self._parsing.fail(ConnectionResetError("the client ended the connection inside a request body"))
+        if self._parsing is not None:  # still listening: it gets a 400 that says why
+            self._parsing.fail(
+                HTTPBadRequest("the request body is incomplete: the client stopped sending it")
+            )
             self._parsing = None
         return self._task is not None
 
