@@ -28,7 +28,12 @@ from llmroute_sidecar.openai_api.responses import render_http_error
 from .conftest import FakeFactory, SidecarFactory, route_yaml
 from .operator_plane import eventually
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [
+    pytest.mark.timeout(60),
+    # The event_loop_policy fixture below is how this pytest-asyncio runs a test on uvloop; the
+    # serve fixture checks that it still does, so a change there fails rather than goes unnoticed.
+    pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy" fixture:DeprecationWarning'),
+]
 
 LIMIT = 10_000
 
@@ -112,8 +117,21 @@ class Served:
 ServeFactory = Callable[..., Awaitable[Served]]
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on both loops: the sidecar runs on uvloop, whose transports differ in the details
+    this server relies on (pausing, half-close, write buffers)."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
 @pytest.fixture
-async def serve() -> AsyncIterator[ServeFactory]:
+async def serve(event_loop_policy: asyncio.AbstractEventLoopPolicy) -> AsyncIterator[ServeFactory]:
+    running = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    assert running == ("uvloop" if "uvloop" in type(event_loop_policy).__module__ else "asyncio")
     servers: list[web.Server] = []
 
     async def start(**limits: Any) -> Served:
