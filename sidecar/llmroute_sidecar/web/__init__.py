@@ -3,9 +3,10 @@
 aiohttp's server cost ~40 µs of CPU per request here and its import ~16 MB of RSS; the sidecar
 needs a small part of it. This package keeps that part with aiohttp's shapes (``Application``,
 ``app.router.add_post``, ``AppKey``, middlewares, ``Request``/``Response``/``StreamResponse``), so
-the handlers read as before. Modules: ``protocol.py`` (a connection), ``server.py`` (listen, stop),
-``request.py``, ``response.py``, ``headers.py``, ``router.py``, ``app.py``, ``errors.py``,
-``multipart.py`` (form uploads), ``types.py``.
+the handlers read as before. Modules: ``protocol.py`` (a connection), ``wire.py`` (the bytes of
+answers), ``server.py`` (listen, stop), ``connections.py``, ``limits.py``, ``request.py``,
+``response.py``, ``headers.py``, ``router.py``, ``app.py``, ``errors.py``, ``multipart.py`` (form
+uploads), ``types.py``.
 """
 
 from .app import AppKey, Application, plain_error
@@ -20,7 +21,7 @@ from .errors import (
     HTTPURITooLong,
 )
 from .headers import Headers, ResponseHeaders
-from .protocol import Limits
+from .limits import Limits
 from .request import Request, RequestKey
 from .response import Response, StreamResponse
 from .router import Router

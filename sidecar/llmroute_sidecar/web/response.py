@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from .headers import ResponseHeaders
+from .wire import chunk
 
 if TYPE_CHECKING:
     from .request import Request
@@ -70,7 +71,7 @@ class StreamResponse:
         if not data:
             return
         if self.chunked:
-            channel.write(b"%x\r\n%b\r\n" % (len(data), data))
+            channel.write(chunk(data))
         else:
             channel.write(data)
         await channel.drain()

@@ -14,7 +14,9 @@ import logging
 import socket
 
 from .app import Application
-from .protocol import Connections, HttpProtocol, Limits
+from .connections import Connections
+from .limits import Limits
+from .protocol import HttpProtocol
 
 __all__ = ["Server"]
 
