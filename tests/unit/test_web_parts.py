@@ -83,6 +83,9 @@ def test_response_headers_refuse_line_breaks_and_are_case_insensitive() -> None:
     with pytest.raises(ValueError, match="line break"):
         headers["x-evil"] = "a\r\nset-cookie: b"
     assert headers.block() == "content-type: text/plain\r\nx-request-id: a\r\n"
+    headers["Content-Length"] = "3"
+    headers["connection"] = "upgrade"
+    assert headers.block() == "content-type: text/plain\r\nx-request-id: a\r\n", "the server frames answers"
 
 
 def test_paths_are_percent_decoded_as_utf8_and_never_fail() -> None:
@@ -177,3 +180,66 @@ def test_a_mangled_valid_form_never_raises_anything_else(
     for candidate in (body, body[:cut], body[:cut] + junk + body[cut:]):
         with contextlib.suppress(MultipartError):
             parse_form_data(candidate, CT)
+
+
+# -- the bytes of answers (wire.py) ---------------------------------------------------------------
+
+
+def test_a_whole_answer_has_its_length_and_says_when_the_connection_ends() -> None:
+    from llmroute_sidecar.web.wire import whole_head
+
+    response = web.Response(text="hi", headers={"x-a": "1"})
+    head, body = whole_head(response, close=False, version="1.1")
+    assert (
+        head
+        == b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 2\r\n\r\n"
+    )
+    assert body == b"hi"
+    assert whole_head(response, close=True, version="1.1")[0].endswith(b"connection: close\r\n\r\n")
+    assert whole_head(response, close=False, version="1.0")[0].endswith(b"connection: keep-alive\r\n\r\n")
+    assert whole_head(web.Response(status=204, body=b"x"), close=False, version="1.1") == (
+        b"HTTP/1.1 204 No Content\r\n" + b"content-type: application/octet-stream\r\n\r\n",
+        b"",
+    )
+    assert whole_head(web.Response(status=299, reason="Fine\r\nx: y"), close=False, version="1.1")[
+        0
+    ].startswith(b"HTTP/1.1 299 Fine  x: y\r\n"), "a reason cannot add a header line"
+
+
+def test_a_streamed_answer_is_chunked_for_http_1_1_and_read_to_the_close_for_1_0() -> None:
+    from llmroute_sidecar.web.wire import chunk, stream_head
+
+    headers = web.ResponseHeaders({"content-type": "text/event-stream"})
+    head, chunked, close = stream_head(200, None, headers, close=False, version="1.1")
+    assert chunked and not close and b"transfer-encoding: chunked\r\n" in head
+    head, chunked, close = stream_head(200, None, headers, close=False, version="1.0")
+    assert not chunked and close and head.endswith(b"connection: close\r\n\r\n")
+    headers["content-length"] = "10"
+    head, chunked, _ = stream_head(200, None, headers, close=False, version="1.1")
+    assert not chunked and head.count(b"content-length") == 1
+    assert chunk(b"hello world") == b"b\r\nhello world\r\n"
+
+
+def test_header_values_beyond_latin_1_go_out_as_utf8() -> None:
+    from llmroute_sidecar.web.wire import whole_head
+
+    head, _ = whole_head(web.Response(headers={"x-model": "modèle-€"}), close=False, version="1.1")
+    assert "x-model: modèle-€\r\n".encode() in head
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        (b"/v1/models", (b"/v1/models", b"")),
+        (b"/v1/files?limit=2&after=x#frag", (b"/v1/files", b"limit=2&after=x")),
+        (b"*", (b"*", b"")),
+        (b"http://host:1/v1/models?x=1", (b"/v1/models", b"x=1")),
+        (b"nonsense", (None, b"")),
+    ],
+)
+def test_request_targets_split_into_path_and_query(
+    target: bytes, expected: tuple[bytes | None, bytes]
+) -> None:
+    from llmroute_sidecar.web.wire import split_target
+
+    assert split_target(target) == expected

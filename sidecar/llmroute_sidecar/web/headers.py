@@ -18,6 +18,7 @@ __all__ = ["Headers", "ResponseHeaders"]
 D = TypeVar("D")
 
 _BREAKS = frozenset("\r\n\0")
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 class Headers(Mapping[str, str]):
@@ -117,8 +118,12 @@ class ResponseHeaders(MutableMapping[str, str]):
         return found
 
     def block(self) -> str:
-        """The header lines as they go on the wire."""
-        return "".join([f"{name}: {value}\r\n" for name, value in self._items.items()])
+        """The header lines as they go on the wire, less the framing ones the server writes itself
+        (a handler's Content-Length or Transfer-Encoding would contradict the server's)."""
+        items = self._items
+        if "content-length" in items or "transfer-encoding" in items or "connection" in items:
+            return "".join([f"{n}: {v}\r\n" for n, v in items.items() if n not in _FRAMING])
+        return "".join([f"{name}: {value}\r\n" for name, value in items.items()])
 
     def __repr__(self) -> str:
         return f"ResponseHeaders({self._items!r})"

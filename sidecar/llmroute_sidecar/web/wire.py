@@ -88,12 +88,14 @@ def stream_head(
     Content-Length; for HTTP/1.0 the body ends with the connection, which therefore closes."""
     extra = ""
     chunked = False
-    if "content-length" not in headers:
-        if version == "1.1":
-            chunked = True
-            extra = "transfer-encoding: chunked\r\n"
-        else:
-            close = True
+    length = headers.get("content-length")
+    if length is not None:
+        extra = f"content-length: {length}\r\n"  # the handler knows it: written as it set it
+    elif version == "1.1":
+        chunked = True
+        extra = "transfer-encoding: chunked\r\n"
+    else:
+        close = True
     return _head(status, reason, headers, extra + _connection(close=close, version=version)), chunked, close
 
 
