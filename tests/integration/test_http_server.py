@@ -355,6 +355,22 @@ async def test_a_chunked_body_is_read_whole(serve: ServeFactory) -> None:
     assert (answer.status, answer.body) == (200, b"hello world")
 
 
+async def test_a_gzip_body_is_decoded_and_an_unknown_encoding_refused(serve: ServeFactory) -> None:
+    import gzip
+
+    served = await serve()
+    packed = gzip.compress(b"hello " * 100)
+    decoded, refused = await exchange(
+        served.port,
+        b"POST /echo HTTP/1.1\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(packed), packed)
+        + b"POST /echo HTTP/1.1\r\nContent-Encoding: br\r\nContent-Length: 2\r\n\r\nxx",
+        2,
+    )
+    assert (decoded.status, decoded.body) == (200, b"hello " * 100)
+    assert refused.status == 415 and refused.json()["error"]["code"] == "unsupported_content_encoding"
+
+
 async def test_a_body_sent_in_pieces_is_waited_for(serve: ServeFactory) -> None:
     served = await serve()
     reader, writer = await connect(served.port)

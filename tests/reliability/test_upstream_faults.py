@@ -642,7 +642,7 @@ def test_streams_cut_mid_way_end_complete_or_with_an_explicit_error(
         assert errors, "no cut reached the app: the scenario did not test what it says"
         assert run.extra["stream_errors_metric"] == len(errors)
         # A broken stream is accounted as one: its record says so, and charges what was relayed.
-        lines = {line["request_id"]: line for line in run.sidecar.audit_when(len(run.tally.answers))}
+        lines = run.sidecar.audit_of({answer.request_id for answer in errors})
         for answer in errors:
             line = lines[answer.request_id]
             assert (line["outcome"], line["status"], line["backend"]) == ("stream_error", 502, "primary")

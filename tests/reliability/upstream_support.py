@@ -272,6 +272,16 @@ class SidecarProcess:
         lines = poll(lambda: lines if len(lines := self.audit()) >= count else None, timeout=timeout)
         return lines if lines is not None else self.audit()
 
+    def audit_of(self, request_ids: set[str], *, timeout: float = 10.0) -> dict[str, dict[str, Any]]:
+        """The audit lines by request id once each of ``request_ids`` has one (counting lines is
+        not enough when earlier requests, a warm-up's, are in the same log)."""
+
+        def found() -> dict[str, dict[str, Any]] | None:
+            lines = {line["request_id"]: line for line in self.audit()}
+            return lines if request_ids <= lines.keys() else None
+
+        return poll(found, timeout=timeout) or {line["request_id"]: line for line in self.audit()}
+
     def __enter__(self) -> SidecarProcess:
         self.start()
         return self

@@ -243,3 +243,24 @@ def test_request_targets_split_into_path_and_query(
     from llmroute_sidecar.web.wire import split_target
 
     assert split_target(target) == expected
+
+
+def test_gzip_and_deflate_bodies_are_decoded_under_the_limit() -> None:
+    import gzip
+    import zlib
+
+    from llmroute_sidecar.web.request import decompress
+
+    text = b'{"model": "chat"}'
+    assert decompress(gzip.compress(text), "gzip", 100) == text
+    assert decompress(zlib.compress(text), "deflate", 100) == text
+    raw = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    assert decompress(raw.compress(text) + raw.flush(), "deflate", 100) == text
+    with pytest.raises(web.HTTPRequestEntityTooLarge):
+        decompress(gzip.compress(b"0" * 10_000_000), "gzip", 1000)  # 10 MB from ~10 kB: refused
+    with pytest.raises(web.HTTPBadRequest, match="not valid gzip"):
+        decompress(b"not gzip", "gzip", 100)
+    with pytest.raises(web.HTTPBadRequest, match="not valid gzip"):
+        decompress(gzip.compress(text)[:-12], "gzip", 100)  # truncated
+    with pytest.raises(web.HTTPUnsupportedEncoding):
+        decompress(text, "br", 100)

@@ -18,6 +18,7 @@ from .errors import (
     HTTPMethodNotAllowed,
     HTTPNotFound,
     HTTPRequestEntityTooLarge,
+    HTTPUnsupportedEncoding,
     HTTPURITooLong,
 )
 from .headers import Headers, ResponseHeaders
@@ -40,6 +41,7 @@ __all__ = [
     "HTTPNotFound",
     "HTTPRequestEntityTooLarge",
     "HTTPURITooLong",
+    "HTTPUnsupportedEncoding",
     "Handler",
     "Headers",
     "Limits",

@@ -20,6 +20,7 @@ __all__ = [
     "HTTPNotFound",
     "HTTPRequestEntityTooLarge",
     "HTTPURITooLong",
+    "HTTPUnsupportedEncoding",
 ]
 
 
@@ -65,6 +66,16 @@ class HTTPRequestEntityTooLarge(HTTPError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
         super().__init__(f"the request body exceeds the limit of {limit} bytes")
+
+
+class HTTPUnsupportedEncoding(HTTPError):
+    status = 415
+    code = "unsupported_content_encoding"
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(
+            f"the request body's content-encoding {encoding!r} is not supported; use gzip or deflate"
+        )
 
 
 class HTTPURITooLong(HTTPError):
