@@ -597,13 +597,14 @@ async def test_a_client_that_disconnects_before_its_answer_does_not_cancel_the_h
     assert served.record.outcomes == ["slept 200"]
 
 
-async def test_a_client_that_half_closes_still_gets_its_answer(serve: ServeFactory) -> None:
+async def test_a_client_that_half_closes_still_gets_its_answers(serve: ServeFactory) -> None:
     served = await serve()
     reader, writer = await connect(served.port)
-    writer.write(b"GET /sleep/50 HTTP/1.1\r\n\r\n")
+    writer.write(b"GET /sleep/50 HTTP/1.1\r\n\r\nGET /sleep/0 HTTP/1.1\r\n\r\nGET /hello HTTP/1.1\r\n\r\n")
     writer.write_eof()
-    (answer,) = await read_answers(reader, 1)
-    assert answer.body == b"50" and answer.headers["connection"] == "close"
+    first, second, third = await read_answers(reader, 3)
+    assert [first.body, second.body, third.body] == [b"50", b"0", b"hello"], "all it sent, in order"
+    assert third.headers["connection"] == "close"
     assert await closed_by_server(reader)
 
 

@@ -93,9 +93,8 @@ class HttpProtocol(asyncio.Protocol):
             self._closing = True  # answer what came before the bad bytes, then close
 
     def eof_received(self) -> bool | None:
-        # The client will send nothing more. A body still arriving never will; a request being
-        # answered still gets its answer (keep the transport open for writing), then we close.
-        self._closing = True
+        # The client will send nothing more. A body still arriving never will; the requests it
+        # sent whole still get their answers (the transport stays open for writing), then we close.
         self._eof = True
         # A handler still listening gets a 400 that says why.
         self._reader.body_ends_early(
@@ -220,6 +219,8 @@ class HttpProtocol(asyncio.Protocol):
                     self._close_after()
                     return
                 if not self._queue:
+                    if self._eof:
+                        self._close_after()
                     return
                 item = self._queue.popleft()
                 if self._pipeline_paused and len(self._queue) < self._limits.max_pipelined // 2:
@@ -294,7 +295,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _must_close(self, request: Request) -> bool:
         """Whether the connection ends after this answer (and so the answer says so)."""
-        if self._closing or self._stopping or not request.keep_alive or not request.body_complete:
+        last = self._eof and not self._queue  # the client has sent all it will
+        if self._closing or self._stopping or last or not request.keep_alive or not request.body_complete:
             self._closing = True
             return True
         return False
