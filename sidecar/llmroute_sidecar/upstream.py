@@ -8,7 +8,7 @@ Three implementations, chosen with ``make_upstream`` (``--upstream-client``,
 ``LLMROUTE_UPSTREAM_CLIENT``): ``httptools`` (the default, ``upstream_httptools.py``: a keep-alive pool
 on httptools' parser), ``aiohttp`` (``upstream_aiohttp.py``: one shared ``ClientSession``, what the
 sidecar used first) and ``httpx`` (``upstream_httpx.py``). Only the chosen one is imported: a sidecar
-on the default never loads aiohttp (~16 MB). All three stay so the choice is measured rather than
+on the default never loads aiohttp (~10 MB of idle RSS). All three stay so the choice is measured rather than
 assumed (``make bench-overhead``, ``docs/performance.md``): httpx's async pool degrades
 under concurrency (encode/httpx#3215), and aiohttp's client spends about 0.3M instructions per call
 more than the httptools pool on the sidecar's hot path.
