@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import web
 from .config.redact import redacted_dict
 from .config.store import ConfigStore
 from .metrics import Metrics
+from .openai_api.responses import render_http_error
 from .usage import UsageBuffer
 
 __all__ = ["make_admin_app"]
@@ -63,7 +64,7 @@ async def config_dump(request: web.Request) -> web.Response:
 def make_admin_app(
     store: ConfigStore, metrics_: Metrics, usage: UsageBuffer, unacked: Callable[[], int] = lambda: 0
 ) -> web.Application:
-    app = web.Application()
+    app = web.Application(error_renderer=render_http_error)
     app[UNACKED] = unacked
     app[STORE] = store
     app[METRICS] = metrics_

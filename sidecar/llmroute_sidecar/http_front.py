@@ -7,7 +7,8 @@ Everything the app can send, however malformed, gets an OpenAI error object with
 and never a stack trace (the middleware catches what the handlers do not). A stream that breaks
 after its first byte ends with an explicit ``data: {"error": ...}`` event and no ``[DONE]``, which the
 OpenAI SDKs raise as an error, so a cut answer never looks complete. Neighbours: ``service.py`` does
-the routing; ``openai_api/`` validates bodies and hint headers, and shapes errors.
+the routing; ``openai_api/`` validates bodies and hint headers, and shapes errors; ``web/`` is the
+HTTP server underneath (httptools' parser, aiohttp's shapes).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from . import web
 from .attempts import StreamBroken
 from .batch.http import add_batch_routes
 from .batch.store import BatchStore
@@ -30,6 +31,7 @@ from .ids import new_id
 from .memory.http import add_memory_routes
 from .openai_api.errors import ApiError
 from .openai_api.headers import check_headers
+from .openai_api.responses import api_error_response, render_http_error
 from .openai_api.validate import parse_chat, parse_embeddings, parse_json
 from .service import Hints, RouteMeta, RouterService
 from .tracing import RequestSpan
@@ -40,49 +42,23 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY = 16 * 1024 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICE: web.AppKey[RouterService] = web.AppKey("service", RouterService)
-MAX_BODY: web.AppKey[int] = web.AppKey("max_body", int)
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 
-def _error_response(error: ApiError) -> web.Response:
-    return web.Response(
-        status=error.status, body=error.body(), content_type="application/json", headers=error.headers
-    )
-
-
-@web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     in_flight = request.app[SERVICE].metrics.in_flight
     in_flight.inc()
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[MAX_BODY]
-        return _error_response(
-            ApiError(413, f"the request body exceeds the limit of {limit} bytes", code="request_too_large")
-        )
-    except web.HTTPNotFound:
-        return _error_response(
-            ApiError(404, f"no such endpoint: {request.method} {request.path}", code="unknown_url")
-        )
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return _error_response(
-            ApiError(
-                405,
-                f"{request.method} is not allowed on {request.path}; use {allowed}",
-                code="method_not_allowed",
-            )
-        )
-    except web.HTTPException as exc:
-        return _error_response(ApiError(exc.status, exc.reason or "HTTP error"))
+        return api_error_response(exc)
+    except web.HTTPError as exc:  # 404, 405 (with Allow), 413, a malformed body
+        return render_http_error(exc)
     except ConnectionResetError:
         raise
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return _error_response(
+        return api_error_response(
             ApiError(500, "internal error in the llmroute sidecar; see its logs", code="internal_error")
         )
     finally:
@@ -90,9 +66,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _body(request: web.Request) -> bytes:
-    limit = request.app[MAX_BODY]
-    if request.content_length is not None and request.content_length > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+    # The limit holds in read(): from Content-Length before a byte is read, while reading a chunked body.
     return await request.read()
 
 
@@ -108,8 +82,17 @@ def request_id(request: web.Request) -> str:
     return str(rid)
 
 
-async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers.setdefault("x-request-id", request_id(request))
+def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["x-request-id"] = request_id(request)
+
+
+def _render_refusal(error: web.HTTPError) -> web.Response:
+    """What the server refuses before a request exists (a malformed or oversized head) is an
+    OpenAI error too, and carries a request id like every other answer (where a request exists,
+    the response hook above replaces it with the request's)."""
+    response = render_http_error(error)
+    response.headers.setdefault("x-request-id", new_id())
+    return response
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -239,10 +222,8 @@ async def model(request: web.Request) -> web.Response:
 def make_http_app(
     service: RouterService, *, max_body: int = DEFAULT_MAX_BODY, batches: BatchStore | None = None
 ) -> web.Application:
-    # client_max_size guards bodies sent without Content-Length (chunked); _body() checks the rest early.
-    app = web.Application(middlewares=[_errors], client_max_size=max_body)
+    app = web.Application(middlewares=[_errors], client_max_size=max_body, error_renderer=_render_refusal)
     app[SERVICE] = service
-    app[MAX_BODY] = max_body
     app.on_response_prepare.append(_echo_request_id)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/chat/completions", chat_completions)

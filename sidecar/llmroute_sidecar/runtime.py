@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiohttp import web
-
+from . import web
 from .abuse import AbuseCounters, AbuseGuard
 from .admin import make_admin_app
 from .audit import AuditLog
@@ -165,7 +164,7 @@ class Sidecar:
             )
         self.store.on_swap(self._on_swap)
         self.store.on_reject(lambda _message: self.metrics.config_rejected.inc())
-        self._runners: list[web.AppRunner] = []
+        self._servers: list[web.Server] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._grpc: object | None = None
         self.http_port = 0
@@ -207,14 +206,13 @@ class Sidecar:
 
     async def _serve(self, app: web.Application, addr: str) -> int:
         host, port = split_addr(addr)
-        # handler_cancellation: an app that disconnects cancels its handler, and so the upstream call.
-        # shutdown_timeout: how long a stop waits for requests in flight (aiohttp's default is 60 s).
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=10.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, reuse_address=True)
-        await site.start()
-        self._runners.append(runner)
-        return int(runner.addresses[-1][1])
+        # Our own server on httptools (web/): a handler is not cancelled when its app disconnects
+        # (aiohttp's default): a stream notices at its next write, a whole answer is still
+        # accounted. A stop lets requests in flight finish within its grace (stop() below).
+        server = web.Server(app)
+        bound = await server.start(host, port)
+        self._servers.append(server)
+        return bound
 
     def _unacked(self) -> int:
         return self.operator.reporter.unacked_records if self.operator is not None else 0
@@ -285,9 +283,8 @@ class Sidecar:
 
             log.info("stopping: the gRPC front (in-flight calls get %.0f s)", grace)
             await stop_grpc(self._grpc, grace)
-        log.info("stopping: the HTTP fronts")
-        for runner in self._runners:
-            await runner.cleanup()
+        log.info("stopping: the HTTP fronts (in-flight requests get %.0f s)", grace)
+        await asyncio.gather(*(server.stop(grace) for server in self._servers))
         if self.batch_worker is not None:
             log.info("stopping: the batch worker (running lines get %.0f s)", grace)
             await self.batch_worker.stop(grace)

@@ -1,6 +1,6 @@
 """The provider-facing HTTP/1.1 client on httptools' parser: the sidecar's default hot path.
 
-Same contract as :class:`~llmroute_sidecar.upstream.Upstream` (``open(request, adapter)`` returns an
+Same contract as :class:`~llmroute_sidecar.upstream_aiohttp.Upstream` (``open(request, adapter)`` returns an
 open 2xx response with ``read()``/``iter_chunks()``/``close()``; transport failures are
 :class:`ProviderError` of kind CONNECTION; non-2xx answers are classified by the backend's adapter).
 Why not aiohttp's client, which the sidecar used first: per request it builds a ``ClientRequest``,

@@ -1,6 +1,6 @@
 """The provider-facing HTTP client on httpx: the measured alternative to ``upstream.py``.
 
-Same contract as :class:`~llmroute_sidecar.upstream.Upstream` (``open(request, adapter)`` returns an
+Same contract as :class:`~llmroute_sidecar.upstream_aiohttp.Upstream` (``open(request, adapter)`` returns an
 open 2xx response with ``read()``/``iter_chunks()``/``close()``; transport failures are classified as
 :class:`ProviderError` of kind CONNECTION or TIMEOUT; non-2xx answers are classified by the adapter),
 so ``LLMROUTE_UPSTREAM_CLIENT=httpx`` swaps it in without touching the attempt loop. It exists so the

@@ -69,7 +69,7 @@ def test_distribution_and_extras() -> None:
 
 def test_sidecar_extra_does_not_pull_kopf_or_kubernetes() -> None:
     closure = _closure(_extra_requirements("sidecar"), set())
-    assert "aiohttp" in closure and "grpcio" in closure, "the walk must see the sidecar's real dependencies"
+    assert "httptools" in closure and "grpcio" in closure, "the walk must see the sidecar's real dependencies"
     assert not closure & FORBIDDEN_IN_SIDECAR, f"llmroute[sidecar] pulls {closure & FORBIDDEN_IN_SIDECAR}"
 
 
@@ -125,3 +125,64 @@ def test_a_running_sidecar_never_holds_the_yaml_loader_or_the_compiler() -> None
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the sidecar imports {out.stdout.strip()}"
+
+
+_RUNNING_SIDECAR = """
+import asyncio, pathlib, sys, urllib.request
+from llmroute_sidecar.runtime import Settings, Sidecar
+
+async def main():
+    sidecar = Sidecar(Settings(config_path=pathlib.Path(sys.argv[1]), http_addr="127.0.0.1:0",
+                               admin_addr="127.0.0.1:0", grpc_addr="127.0.0.1:0", watch_seconds=0,
+                               upstream_client=sys.argv[2]))
+    await sidecar.start()
+    try:
+        # Served, not only started: a request on each HTTP server, in a thread (urllib blocks).
+        for url in (f"http://127.0.0.1:{sidecar.http_port}/v1/models",
+                    f"http://127.0.0.1:{sidecar.admin_port}/metrics"):
+            status = await asyncio.to_thread(lambda u=url: urllib.request.urlopen(u, timeout=10).status)
+            assert status == 200, (url, status)
+        # The operator-fed mode's modules too (they need an operator to start, not to load).
+        import llmroute_sidecar.operator_client, llmroute_sidecar.budget.lease_client  # noqa
+    finally:
+        await sidecar.stop(grace=0.5)
+    print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in FAMILY)))
+
+FAMILY = {"aiohttp", "yarl", "multidict", "aiosignal", "frozenlist", "propcache", "aiohappyeyeballs"}
+asyncio.run(main())
+"""
+
+_ROUTE = """\
+apiVersion: llmroute.io/v1alpha1
+kind: LLMRoute
+metadata: {name: chat, namespace: demo}
+spec:
+  models: [{name: chat, backends: [local]}]
+  backends:
+  - {name: local, provider: openai-compatible, model: m, endpoint: "http://127.0.0.1:9/v1"}
+"""
+
+
+def _modules_of_a_running_sidecar(tmp_path: Path, upstream_client: str) -> set[str]:
+    route = tmp_path / "route.yaml"
+    route.write_text(_ROUTE)
+    out = subprocess.run(
+        [sys.executable, "-c", _RUNNING_SIDECAR, str(route), upstream_client],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return {m for m in out.stdout.strip().split(",") if m}
+
+
+def test_a_running_sidecar_never_imports_aiohttp(tmp_path: Path) -> None:
+    """Its HTTP servers are our own (``web/``, on httptools) and the default upstream client is the
+    httptools pool: aiohttp and its family (~16 MB of RSS) stay out of the process."""
+    loaded = _modules_of_a_running_sidecar(tmp_path, "httptools")
+    assert not loaded, f"a running sidecar imports {sorted(loaded)}"
+
+
+def test_aiohttp_is_imported_only_when_its_upstream_client_is_chosen(tmp_path: Path) -> None:
+    """``--upstream-client aiohttp`` still works, and is the one way aiohttp gets in."""
+    assert "aiohttp" in _modules_of_a_running_sidecar(tmp_path, "aiohttp")

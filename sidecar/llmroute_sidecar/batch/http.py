@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
 
+from .. import web
 from ..openai_api.errors import ApiError, bad_request
 from ..openai_api.headers import check_headers
 from ..openai_api.validate import parse_json
+from ..web.multipart import MultipartError, parse_form_data
 from .objects import batch_request, check_purpose, not_found, parse_input, parse_list_query
 from .store import BatchStore
 
@@ -68,29 +68,30 @@ def _page(items: list[dict[str, Any]], limit: int) -> dict[str, Any]:
 
 
 async def _upload(request: web.Request) -> tuple[str, str, bytes]:
-    """(purpose, filename, content) of a multipart upload, every part checked."""
+    """(purpose, filename, content) of a multipart upload, every part checked. The whole body is
+    read first, so the sidecar's body limit bounds an upload (413 past it)."""
     if not request.content_type.startswith("multipart/"):
         raise ApiError(
             415,
             "a file upload must be multipart/form-data with 'purpose' and 'file'",
             code="invalid_content_type",
         )
+    body = await request.read()
+    try:
+        parts = parse_form_data(body, request.headers.get("content-type", ""))
+    except MultipartError as exc:
+        raise bad_request(f"the multipart body cannot be read: {exc}") from None
     purpose: str | None = None
     filename, content = "", None
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise bad_request("nested multipart bodies are not accepted")
-            if part.name == "purpose":
-                purpose = (await part.text()).strip()
-            elif part.name == "file":
-                filename = (part.filename or "upload.jsonl")[:_MAX_FILENAME]
-                content = bytes(await part.read())
-            else:
-                await part.release()
-    except (HttpProcessingError, ValueError, AssertionError, LookupError) as exc:  # malformed parts
-        raise bad_request(f"the multipart body cannot be read: {exc}") from None
+    for part in parts:
+        if part.name == "purpose" and purpose is None:
+            try:
+                purpose = part.content.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                raise bad_request("the 'purpose' part is not UTF-8 text", param="purpose") from None
+        elif part.name == "file" and content is None:
+            filename = (part.filename or "upload.jsonl")[:_MAX_FILENAME]
+            content = part.content
     if content is None:
         raise bad_request("the upload has no 'file' part", param="file")
     return check_purpose(purpose), filename, content

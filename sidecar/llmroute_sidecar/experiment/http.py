@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
 
+from .. import web
 from ..metrics import Metrics
 from ..openai_api.errors import ApiError, bad_request
 from ..openai_api.headers import check_headers

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import orjson
-from aiohttp import web
 
+from .. import web
 from ..openai_api.errors import ApiError, bad_request
 from ..openai_api.headers import check_headers
 from .conversation import check_conversation_id
