@@ -32,6 +32,7 @@ Json = dict[str, Any]
 _COMPONENTS = [
     ("llmroute_sidecar/openai_api/", "sidecar: request validation"),
     ("llmroute_sidecar/http_front", "sidecar: HTTP front"),
+    ("llmroute_sidecar/web/", "sidecar: HTTP server (web/)"),
     ("llmroute_sidecar/adapters/", "sidecar: provider adapter"),
     ("llmroute_sidecar/metrics", "sidecar: metrics"),
     ("llmroute_sidecar/usage", "sidecar: usage records"),

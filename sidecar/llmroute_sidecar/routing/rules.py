@@ -36,8 +36,9 @@ def rule_label(index: int, rule: pb.Rule) -> str:
 
 
 def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """A request header by name, case-insensitively: ``headers`` is case-insensitive itself (aiohttp's
-    CIMultiDictProxy) or has lower-case keys (gRPC metadata), so a lower-case lookup finds it."""
+    """A request header by name, case-insensitively: ``headers`` is case-insensitive itself (the HTTP
+    server's, ``web/headers.py``) or has lower-case keys (gRPC metadata), so a lower-case lookup
+    finds it."""
     return headers.get(name.lower())
 
 
