@@ -9,6 +9,10 @@ minute the soak records that minute's latency percentiles, errors, and the sidec
 It passes when both are flat: the last minutes' p99 within ``--p99-drift`` (default 25%) of the
 first minutes', and RSS growth after the first minute within ``--rss-growth`` MB (default 10),
 on a machine whose noise is recorded (foreign CPU load per minute). Not part of ``make test``.
+The sidecar's warnings (each failed request's attempts, breaker transitions) go into the JSON, so a
+failure says why: with the fakes' fixed seed, around the 700,000th request the primary fails five
+times in a row, its breaker ejects it for 30 s, and while only the fallback serves, a request fails
+when all three of its attempts there are reset (0.05^3, about 5 of the ~40,000 in that window).
 
     python -m bench.soak                 # 10 minutes; JSON in bench/results/soak-<stamp>.json
     python -m bench.soak --minutes 1     # a short smoke run
@@ -191,10 +195,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="llmroute-soak-") as tmp:
         run = asyncio.run(_soak(args.minutes, Path(tmp)))
+        # Why requests failed, in the sidecar's own words (its warnings name every attempt's error).
+        log = Path(tmp) / "sidecar.log"
+        failures = [
+            line
+            for line in (log.read_text(errors="replace").splitlines() if log.exists() else [])
+            if "WARNING" in line or "ERROR" in line
+        ]
     result = {
         "meta": {"when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "minutes": args.minutes},
         **run,
         "verdict": verdict(run["samples"], p99_drift=args.p99_drift, rss_growth=args.rss_growth),
+        "sidecar_warnings": failures[-50:],
+        "sidecar_warning_count": len(failures),
     }
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H%M")
     out = args.out or RESULTS / f"soak-{stamp}.json"
