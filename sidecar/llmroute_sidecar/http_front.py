@@ -65,11 +65,6 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         in_flight.dec()
 
 
-async def _body(request: web.Request) -> bytes:
-    # The limit holds in read(): from Content-Length before a byte is read, while reading a chunked body.
-    return await request.read()
-
-
 def request_id(request: web.Request) -> str:
     """This request's id: the app's ``x-request-id`` when it is a sane token, else a new one. It names
     the usage and audit records and comes back in the response's ``x-request-id``, as OpenAI's does
@@ -96,7 +91,7 @@ def _render_refusal(error: web.HTTPError) -> web.Response:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    body = parse_chat(parse_json(await _body(request)))
+    body = parse_chat(parse_json(await request.read()))
     check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
@@ -194,7 +189,7 @@ async def _stream(
 
 
 async def embeddings(request: web.Request) -> web.Response:
-    body = parse_embeddings(parse_json(await _body(request)))
+    body = parse_embeddings(parse_json(await request.read()))
     check_headers(request.headers)
     service = request.app[SERVICE]
     hints = Hints.from_headers(request.headers, body, request_id=request_id(request))
@@ -219,6 +214,8 @@ async def model(request: web.Request) -> web.Response:
     raise ApiError(404, f"The model {name!r} does not exist here", param="model", code="model_not_found")
 
 
+# The body limit holds in Request.read() (web/request.py): from Content-Length before a byte is read,
+# and while a chunked body arrives; so the handlers read bodies directly.
 def make_http_app(
     service: RouterService, *, max_body: int = DEFAULT_MAX_BODY, batches: BatchStore | None = None
 ) -> web.Application:
